@@ -1,0 +1,128 @@
+//! The ways each use case can end other than in success. The API maps each variant
+//! to one HTTP status and one stable machine code, in one place (`api/src/error.rs`).
+//!
+//! `Unavailable` means a dependency needed to do the job *safely* is down (Redis for
+//! the seat lock or the token store): the request is refused rather than risked.
+//! `Internal` carries the cause for the log; clients never see it.
+
+use crate::token::AccessDenied;
+
+/// Client input that does not parse into a domain type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("seatNo must be a whole number from 1 to 100000")]
+    SeatNo,
+    #[error("amount must be a whole number of points from 1 to 10000000")]
+    Amount,
+    #[error("userId must be 1-64 characters of letters, digits, '-', '_', '.' or '@'")]
+    UserId,
+    #[error("Idempotency-Key must be 1-64 visible ASCII characters")]
+    IdempotencyKey,
+    #[error("hold duration must be from 1 to 3600 seconds")]
+    HoldDuration,
+    #[error("{0}")]
+    Concert(&'static str),
+}
+
+/// Resolving a bearer token.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("no bearer token, or one that boxoffice never issued")]
+    Invalid,
+    #[error("the queue token has expired")]
+    Expired,
+    #[error("the token store is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+}
+
+/// Joining a concert's waiting room.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("no such concert")]
+    ConcertNotFound,
+    #[error("the waiting room is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Reading concerts, schedules and seat maps.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("no such concert")]
+    ConcertNotFound,
+    #[error("no such schedule")]
+    ScheduleNotFound,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Holding a seat.
+#[derive(Debug, thiserror::Error)]
+pub enum HoldError {
+    #[error("no such schedule")]
+    ScheduleNotFound,
+    #[error("this schedule has no such seat")]
+    SeatNotFound,
+    #[error("the seat is held or sold")]
+    SeatTaken,
+    #[error(transparent)]
+    Access(#[from] AccessDenied),
+    #[error("the seat lock is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Reading or releasing one's own reservation.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// Also what someone else's reservation looks like: its existence is not told.
+    #[error("no such reservation")]
+    NotFound,
+    #[error("the reservation is paid and can no longer be released")]
+    AlreadyPaid,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Topping up points.
+#[derive(Debug, thiserror::Error)]
+pub enum ChargeError {
+    #[error("the balance would pass the limit of 1000000000 points")]
+    BalanceLimit,
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyKeyReused,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Paying a reservation.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    #[error("no such reservation")]
+    ReservationNotFound,
+    #[error("the reservation is already paid")]
+    AlreadyPaid,
+    #[error("the hold expired before payment")]
+    HoldExpired,
+    #[error("the reservation was released")]
+    Released,
+    #[error("not enough points")]
+    InsufficientPoints,
+    #[error(transparent)]
+    Access(#[from] AccessDenied),
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyKeyReused,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Operator calls.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}

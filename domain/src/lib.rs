@@ -1,0 +1,25 @@
+//! What boxoffice's business is: identifiers, amounts, seat and reservation state
+//! machines, queue tokens, the errors each use case can end in, and the events the
+//! system emits.
+//!
+//! Nothing here does I/O. Rules that depend on time take `now` as an argument, so
+//! every rule is a plain function that the unit tests beside it can pin down.
+
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod points;
+pub mod reservation;
+pub mod seat;
+pub mod token;
+
+pub use error::{
+    AdminError, ChargeError, HoldError, JoinError, LookupError, PaymentError, ReleaseError,
+    TokenError, ValidationError,
+};
+pub use event::{DomainEvent, EventEnvelope};
+pub use ids::{ConcertId, IdempotencyKey, PaymentId, ReservationId, ScheduleId, UserId};
+pub use points::{ChargeAmount, Points};
+pub use reservation::{HoldDuration, Reservation, ReservationStatus};
+pub use seat::{SeatNo, SeatState};
+pub use token::{QueueToken, TokenState};

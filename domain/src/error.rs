@@ -29,8 +29,6 @@ pub enum ValidationError {
 pub enum TokenError {
     #[error("no bearer token, or one that boxoffice never issued")]
     Invalid,
-    #[error("the queue token has expired")]
-    Expired,
     #[error("the token store is unavailable")]
     Unavailable(#[source] anyhow::Error),
 }

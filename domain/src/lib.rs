@@ -5,6 +5,7 @@
 //! Nothing here does I/O. Rules that depend on time take `now` as an argument, so
 //! every rule is a plain function that the unit tests beside it can pin down.
 
+pub mod catalog;
 pub mod error;
 pub mod event;
 pub mod ids;
@@ -13,6 +14,7 @@ pub mod reservation;
 pub mod seat;
 pub mod token;
 
+pub use catalog::{NewConcert, NewSchedule};
 pub use error::{
     AdminError, ChargeError, HoldError, JoinError, LookupError, PaymentError, ReleaseError,
     TokenError, ValidationError,

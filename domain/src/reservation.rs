@@ -30,6 +30,23 @@ pub enum ReservationStatus {
     Expired,
 }
 
+impl ReservationStatus {
+    pub const ALL: [Self; 4] = [Self::Held, Self::Confirmed, Self::Released, Self::Expired];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Held => "HELD",
+            Self::Confirmed => "CONFIRMED",
+            Self::Released => "RELEASED",
+            Self::Expired => "EXPIRED",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     pub id: ReservationId,
@@ -181,6 +198,15 @@ mod tests {
         assert!(matches!(r.release(now), Ok(Release::AlreadyOver)));
         r.status = ReservationStatus::Expired;
         assert!(matches!(r.check_payable(now), Err(PaymentError::HoldExpired)));
+    }
+
+    #[test]
+    fn statuses_round_trip_through_their_stored_names() {
+        for status in ReservationStatus::ALL {
+            assert_eq!(ReservationStatus::parse(status.as_str()), Some(status));
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+        assert_eq!(ReservationStatus::parse("held"), None);
     }
 
     #[test]

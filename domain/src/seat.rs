@@ -46,6 +46,20 @@ pub enum SeatState {
 }
 
 impl SeatState {
+    pub const ALL: [Self; 3] = [Self::Available, Self::Held, Self::Sold];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Available => "AVAILABLE",
+            Self::Held => "HELD",
+            Self::Sold => "SOLD",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
     /// What a stored state means at `now`: a lapsed hold no longer blocks anyone.
     pub fn at(self, held_until: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Self {
         match (self, held_until) {
@@ -73,6 +87,15 @@ mod tests {
         for bad in [0, -1, 100_001, i64::from(u32::MAX) + 1, i64::MIN] {
             assert_eq!(SeatNo::parse(bad), Err(ValidationError::SeatNo), "{bad}");
         }
+    }
+
+    #[test]
+    fn states_round_trip_through_their_stored_names() {
+        for state in SeatState::ALL {
+            assert_eq!(SeatState::parse(state.as_str()), Some(state));
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
+        assert_eq!(SeatState::parse(""), None);
     }
 
     #[test]

@@ -57,7 +57,9 @@ pub enum TokenState {
     Expired,
 }
 
-/// What a valid token grants, as read from the waiting room.
+/// What a valid token grants, as read from the waiting room. Any valid token, even
+/// an expired one, says who its user is (to read their own reservations and points,
+/// or to replay a payment); only an ACTIVE one may hold seats or pay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     pub user_id: UserId,
@@ -71,6 +73,8 @@ pub struct Grant {
 /// Why a valid token may not book.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AccessDenied {
+    #[error("the queue token has expired")]
+    Expired,
     #[error("the queue token is not active yet")]
     NotActive { position: Option<u64> },
     #[error("the queue token was issued for another concert")]
@@ -85,9 +89,8 @@ impl Grant {
         }
         match self.state {
             TokenState::Active => Ok(()),
-            TokenState::Waiting | TokenState::Expired => {
-                Err(AccessDenied::NotActive { position: self.position })
-            }
+            TokenState::Waiting => Err(AccessDenied::NotActive { position: self.position }),
+            TokenState::Expired => Err(AccessDenied::Expired),
         }
     }
 }
@@ -131,7 +134,7 @@ mod tests {
         );
         assert_eq!(
             grant(TokenState::Expired).require_active_for(ConcertId(7)),
-            Err(AccessDenied::NotActive { position: None })
+            Err(AccessDenied::Expired)
         );
     }
 }

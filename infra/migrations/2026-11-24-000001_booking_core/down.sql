@@ -1,0 +1,9 @@
+DROP TABLE outbox;
+DROP TABLE idempotency_keys;
+DROP TABLE payments;
+DROP TABLE point_ledger;
+DROP TABLE wallets;
+DROP TABLE reservations;
+DROP TABLE seats;
+DROP TABLE schedules;
+DROP TABLE concerts;

@@ -1,0 +1,95 @@
+//! Configuration: one typed struct, layered as defaults (which run against a local
+//! MariaDB and Redis), then an optional `boxoffice.toml`, then `BOXOFFICE_*`
+//! environment variables (`BOXOFFICE_DATABASE_URL`, `BOXOFFICE_HOLD_SECONDS`, ...).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use domain::HoldDuration;
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where `serve` listens.
+    pub listen: SocketAddr,
+    /// MySQL / MariaDB URL, e.g. `mysql://user:pass@host:3306/boxoffice`.
+    pub database_url: SecretString,
+    /// Connections the MySQL pool keeps at most.
+    pub database_pool_size: u32,
+    /// Redis URL, e.g. `redis://127.0.0.1:6379`.
+    pub redis_url: SecretString,
+    /// Multiplexed Redis connections in the pool.
+    pub redis_pool_size: u32,
+    /// Prefix of every Redis key, so several deployments (or test runs) can share a Redis.
+    pub redis_key_prefix: String,
+    /// How long Redis may take before a call counts as failed (ms).
+    pub redis_timeout_ms: u64,
+    /// The API key operators send as `X-Api-Key` to admin calls. Unset: admin is off.
+    pub admin_api_key: Option<SecretString>,
+    /// How long a seat hold lasts (seconds, 1-3600).
+    pub hold_seconds: HoldDuration,
+    /// How long a queue token stays ACTIVE (seconds).
+    pub token_active_seconds: u64,
+    /// How long cached lookups live at most (seconds); writes invalidate them sooner.
+    pub cache_ttl_seconds: u64,
+    /// How often the expiry worker looks for lapsed holds (ms).
+    pub expiry_interval_ms: u64,
+    /// How many lapsed holds the expiry worker frees per transaction.
+    pub expiry_batch_size: u32,
+    /// Run migrations when `serve` starts.
+    pub migrate_on_start: bool,
+    /// `tracing` filter, e.g. `info,boxoffice=debug`.
+    pub log_filter: String,
+    /// Log as JSON lines instead of text.
+    pub log_json: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "mysql://root@127.0.0.1:3306/boxoffice".into(),
+            database_pool_size: 16,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_pool_size: 4,
+            redis_key_prefix: "bo".into(),
+            redis_timeout_ms: 1_000,
+            admin_api_key: None,
+            hold_seconds: HoldDuration::DEFAULT,
+            token_active_seconds: 600,
+            cache_ttl_seconds: 60,
+            expiry_interval_ms: 1_000,
+            expiry_batch_size: 200,
+            migrate_on_start: true,
+            log_filter: "info".into(),
+            log_json: false,
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults (`#[serde(default)]`), then `config_file` if it exists, then the environment.
+    pub fn load(config_file: &Path) -> Result<Self, figment::Error> {
+        Figment::new()
+            .merge(Toml::file(config_file))
+            .merge(Env::prefixed("BOXOFFICE_"))
+            .extract()
+    }
+
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    pub fn cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.cache_ttl_seconds)
+    }
+
+    pub fn token_active_for(&self) -> Duration {
+        Duration::from_secs(self.token_active_seconds)
+    }
+}

@@ -1,0 +1,97 @@
+//! MySQL: the pool, the embedded migrations, and one module of repository
+//! functions per table group. Repository functions take `&mut DbConn`, so a use case
+//! can compose several of them in one transaction.
+
+pub mod catalog;
+pub mod idempotency;
+pub mod outbox;
+pub mod payments;
+pub mod reservations;
+pub mod schema;
+pub mod wallets;
+
+use anyhow::Context as _;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::{AsyncConnection as _, AsyncMigrationHarness, AsyncMysqlConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness as _, embed_migrations};
+use secrecy::ExposeSecret as _;
+
+use crate::config::Settings;
+
+pub type DbConn = AsyncMysqlConnection;
+pub type DbPool = diesel_async::pooled_connection::bb8::Pool<DbConn>;
+pub type PooledConn<'a> = bb8::PooledConnection<'a, AsyncDieselConnectionManager<DbConn>>;
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+diesel::define_sql_function! {
+    /// The id the last INSERT on this connection generated (MySQL has no RETURNING).
+    fn last_insert_id() -> diesel::sql_types::Unsigned<diesel::sql_types::BigInt>;
+}
+
+/// A pool that connects lazily, so `serve` starts (and `/health/ready` says why it
+/// is not ready) even while MySQL is still coming up.
+pub fn pool(settings: &Settings) -> DbPool {
+    let manager =
+        AsyncDieselConnectionManager::<DbConn>::new(settings.database_url.expose_secret());
+    DbPool::builder()
+        .max_size(settings.database_pool_size)
+        .connection_timeout(std::time::Duration::from_secs(5))
+        .build_unchecked(manager)
+}
+
+/// Creates the database if it is missing, then applies pending migrations.
+/// Returns the versions applied.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<Vec<String>> {
+    create_database_if_missing(settings.database_url.expose_secret()).await?;
+    let conn = DbConn::establish(settings.database_url.expose_secret())
+        .await
+        .context("connecting to MySQL")?;
+    // The harness drives diesel's synchronous migration runner on top of the async
+    // connection, so it runs on a blocking thread.
+    tokio::task::spawn_blocking(move || {
+        let mut harness = AsyncMigrationHarness::new(conn);
+        harness
+            .run_pending_migrations(MIGRATIONS)
+            .map(|versions| versions.iter().map(ToString::to_string).collect())
+            .map_err(|e| anyhow::anyhow!("running migrations: {e}"))
+    })
+    .await?
+}
+
+async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
+    let (server, database) = url
+        .rsplit_once('/')
+        .filter(|(server, db)| server.contains("://") && !server.ends_with('/') && !db.is_empty())
+        .context("database_url must end in /<database>")?;
+    let database = database.split('?').next().unwrap_or(database);
+    anyhow::ensure!(
+        database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        "database name must be letters, digits and '_'"
+    );
+    let mut conn = DbConn::establish(&format!("{server}/"))
+        .await
+        .context("connecting to the MySQL server")?;
+    diesel::sql_query(format!(
+        "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4"
+    ))
+    .execute(&mut conn)
+    .await
+    .context("creating the database")?;
+    Ok(())
+}
+
+/// MySQL DATETIME columns hold UTC without a zone.
+pub(crate) fn utc(naive: NaiveDateTime) -> DateTime<Utc> {
+    naive.and_utc()
+}
+
+pub(crate) fn naive(at: DateTime<Utc>) -> NaiveDateTime {
+    at.naive_utc()
+}
+
+pub(crate) fn is_unique_violation(err: &DieselError) -> bool {
+    matches!(err, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+}

@@ -1,0 +1,52 @@
+//! The transactional outbox: events are inserted in the transaction that makes
+//! them true; the Kafka relay publishes them later.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use domain::event::SCHEMA_VERSION;
+use domain::{DomainEvent, EventEnvelope};
+
+use super::schema::outbox;
+use super::{DbConn, naive};
+
+pub async fn append(
+    conn: &mut DbConn,
+    events: Vec<DomainEvent>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows = events
+        .into_iter()
+        .map(|event| {
+            let event_type = event.event_type();
+            let key = event.key();
+            let envelope = EventEnvelope {
+                id: uuid::Uuid::now_v7().to_string(),
+                version: SCHEMA_VERSION,
+                occurred_at: now,
+                event,
+            };
+            Ok((
+                outbox::event_id.eq(envelope.id.clone()),
+                outbox::event_type.eq(event_type),
+                outbox::event_key.eq(key),
+                outbox::payload.eq(serde_json::to_string(&envelope)?),
+                outbox::occurred_at.eq(naive(now)),
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    diesel::insert_into(outbox::table).values(rows).execute(conn).await?;
+    Ok(())
+}
+
+/// Events written but not yet published.
+pub async fn backlog(conn: &mut DbConn) -> QueryResult<i64> {
+    outbox::table
+        .filter(outbox::published_at.is_null())
+        .count()
+        .get_result(conn)
+        .await
+}

@@ -1,0 +1,106 @@
+//! Diesel's view of the tables in `infra/migrations`. Generated columns
+//! (`reservations.sold_marker`) are left out: only MySQL writes them.
+
+diesel::table! {
+    concerts (id) {
+        id -> Unsigned<BigInt>,
+        title -> Varchar,
+        artist -> Varchar,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    schedules (id) {
+        id -> Unsigned<BigInt>,
+        concert_id -> Unsigned<BigInt>,
+        venue -> Varchar,
+        starts_at -> Datetime,
+        seat_count -> Unsigned<Integer>,
+    }
+}
+
+diesel::table! {
+    seats (schedule_id, seat_no) {
+        schedule_id -> Unsigned<BigInt>,
+        seat_no -> Unsigned<Integer>,
+        price -> Unsigned<BigInt>,
+        status -> Varchar,
+        held_until -> Nullable<Datetime>,
+        reservation_id -> Nullable<Unsigned<BigInt>>,
+    }
+}
+
+diesel::table! {
+    reservations (id) {
+        id -> Unsigned<BigInt>,
+        user_id -> Varchar,
+        concert_id -> Unsigned<BigInt>,
+        schedule_id -> Unsigned<BigInt>,
+        seat_no -> Unsigned<Integer>,
+        price -> Unsigned<BigInt>,
+        status -> Varchar,
+        held_until -> Datetime,
+        created_at -> Datetime,
+        updated_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    wallets (user_id) {
+        user_id -> Varchar,
+        balance -> Unsigned<BigInt>,
+        updated_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    point_ledger (id) {
+        id -> Unsigned<BigInt>,
+        user_id -> Varchar,
+        kind -> Varchar,
+        amount -> BigInt,
+        balance_after -> Unsigned<BigInt>,
+        reservation_id -> Nullable<Unsigned<BigInt>>,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    payments (id) {
+        id -> Unsigned<BigInt>,
+        reservation_id -> Unsigned<BigInt>,
+        user_id -> Varchar,
+        amount -> Unsigned<BigInt>,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (user_id, scope, idempotency_key) {
+        user_id -> Varchar,
+        scope -> Varchar,
+        idempotency_key -> Varchar,
+        request_hash -> Char,
+        response_status -> Nullable<Unsigned<SmallInt>>,
+        response_body -> Nullable<Text>,
+        created_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    outbox (id) {
+        id -> Unsigned<BigInt>,
+        event_id -> Char,
+        event_type -> Varchar,
+        event_key -> Varchar,
+        payload -> Text,
+        occurred_at -> Datetime,
+        published_at -> Nullable<Datetime>,
+    }
+}
+
+diesel::joinable!(schedules -> concerts (concert_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    concerts, schedules, seats, reservations, wallets, point_ledger, payments, idempotency_keys, outbox,
+);

@@ -1,0 +1,121 @@
+//! Wallets and the point ledger behind them. Balances change only under the
+//! wallet's row lock and always together with a ledger row.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::mysql::Mysql;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use domain::{Points, ReservationId, UserId};
+
+use super::schema::{point_ledger, wallets};
+use super::{DbConn, naive};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerKind {
+    Charge,
+    Payment,
+}
+
+impl LedgerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Charge => "CHARGE",
+            Self::Payment => "PAYMENT",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = point_ledger, check_for_backend(Mysql))]
+pub struct LedgerRow {
+    pub id: u64,
+    pub kind: String,
+    /// Positive for a charge, negative for a payment.
+    pub amount: i64,
+    pub balance_after: u64,
+    pub reservation_id: Option<u64>,
+    pub created_at: NaiveDateTime,
+}
+
+pub async fn balance(conn: &mut DbConn, user: &UserId) -> QueryResult<Points> {
+    wallets::table
+        .find(user.as_str())
+        .select(wallets::balance)
+        .first(conn)
+        .await
+        .optional()
+        .map(|b| Points(b.unwrap_or(0)))
+}
+
+/// Reads the balance and locks the wallet until the transaction ends; a wallet that
+/// does not exist yet is created empty first, so there is always a row to lock.
+pub async fn lock(conn: &mut DbConn, user: &UserId, now: DateTime<Utc>) -> QueryResult<Points> {
+    diesel::insert_or_ignore_into(wallets::table)
+        .values((
+            wallets::user_id.eq(user.as_str()),
+            wallets::balance.eq(0),
+            wallets::updated_at.eq(naive(now)),
+        ))
+        .execute(conn)
+        .await?;
+    wallets::table
+        .find(user.as_str())
+        .select(wallets::balance)
+        .for_update()
+        .first(conn)
+        .await
+        .map(Points)
+}
+
+/// Moves a locked wallet from `old` to `new` and writes the ledger row for it.
+pub async fn apply(
+    conn: &mut DbConn,
+    user: &UserId,
+    kind: LedgerKind,
+    old: Points,
+    new: Points,
+    reservation: Option<ReservationId>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    // `balance = old` re-checks what the caller read under the lock; if anything
+    // ever wrote past the lock this fails instead of losing an update.
+    let updated = diesel::update(
+        wallets::table.find(user.as_str()).filter(wallets::balance.eq(old.0)),
+    )
+    .set((wallets::balance.eq(new.0), wallets::updated_at.eq(naive(now))))
+    .execute(conn)
+    .await?;
+    anyhow::ensure!(updated == 1, "wallet balance changed under its row lock");
+    let amount = i64::try_from(new.0)? - i64::try_from(old.0)?;
+    diesel::insert_into(point_ledger::table)
+        .values((
+            point_ledger::user_id.eq(user.as_str()),
+            point_ledger::kind.eq(kind.as_str()),
+            point_ledger::amount.eq(amount),
+            point_ledger::balance_after.eq(new.0),
+            point_ledger::reservation_id.eq(reservation.map(|r| r.0)),
+            point_ledger::created_at.eq(naive(now)),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A page of the ledger, newest first, starting below the id `before`.
+pub async fn history(
+    conn: &mut DbConn,
+    user: &UserId,
+    before: Option<u64>,
+    limit: u32,
+) -> QueryResult<Vec<LedgerRow>> {
+    let mut query = point_ledger::table
+        .filter(point_ledger::user_id.eq(user.as_str()))
+        .select(LedgerRow::as_select())
+        .order(point_ledger::id.desc())
+        .limit(i64::from(limit))
+        .into_boxed();
+    if let Some(before) = before {
+        query = query.filter(point_ledger::id.lt(before));
+    }
+    query.load(conn).await
+}

@@ -1,0 +1,157 @@
+//! Redis: seat locks, the lookup cache and the token store. Redis makes boxoffice
+//! fast, never correct: whatever it says is re-checked by MySQL or fails closed.
+
+pub mod cache;
+pub mod lock;
+pub mod tokens;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Value};
+use secrecy::ExposeSecret as _;
+
+use crate::config::Settings;
+
+pub type RedisPool = bb8::Pool<RedisManager>;
+
+/// Builds the pool lazily, so `serve` starts while Redis is still away.
+pub fn pool(settings: &Settings) -> anyhow::Result<RedisPool> {
+    let client = redis::Client::open(settings.redis_url.expose_secret())?;
+    let timeout = settings.redis_timeout();
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    Ok(bb8::Pool::builder()
+        .max_size(settings.redis_pool_size)
+        .connection_timeout(timeout)
+        // `has_broken` below retires dead connections, so no PING per checkout.
+        .test_on_check_out(false)
+        .build_unchecked(RedisManager { client, config }))
+}
+
+/// A bb8 manager for multiplexed connections that, unlike bb8-redis's (whose
+/// `has_broken` is always false), notices a connection died and drops it, so the
+/// pool heals by itself after a Redis restart without a PING on every checkout.
+#[derive(Debug)]
+pub struct RedisManager {
+    client: redis::Client,
+    config: AsyncConnectionConfig,
+}
+
+/// A multiplexed connection that remembers whether it has failed.
+#[derive(Clone)]
+pub struct RedisConn {
+    inner: MultiplexedConnection,
+    broken: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for RedisConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConn").field("broken", &self.broken).finish_non_exhaustive()
+    }
+}
+
+impl RedisConn {
+    fn note<T>(&self, result: &Result<T, RedisError>) {
+        if let Err(e) = result
+            && (e.is_unrecoverable_error() || e.is_io_error() || e.is_connection_dropped() || e.is_timeout())
+        {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let result = self.inner.req_packed_command(cmd).await;
+            self.note(&result);
+            result
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let result = self.inner.req_packed_commands(pipeline, offset, count).await;
+            self.note(&result);
+            result
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
+
+impl bb8::ManageConnection for RedisManager {
+    type Connection = RedisConn;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<Self::Connection, Self::Error> {
+        let inner = self.client.get_multiplexed_async_connection_with_config(&self.config).await?;
+        Ok(RedisConn { inner, broken: Arc::default() })
+    }
+
+    async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
+        redis::cmd("PING").query_async::<()>(conn).await
+    }
+
+    fn has_broken(&self, conn: &mut Self::Connection) -> bool {
+        conn.broken.load(Ordering::Relaxed)
+    }
+}
+
+/// Either a checkout that timed out (Redis unreachable) or a command that failed.
+pub type RedisResult<T> = Result<T, RedisCallError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisCallError {
+    #[error("no Redis connection: {0}")]
+    Pool(#[from] bb8::RunError<RedisError>),
+    #[error("Redis command failed: {0}")]
+    Command(#[from] RedisError),
+}
+
+/// Every key boxoffice writes, under one prefix. Per-entity parts sit in `{…}` hash
+/// tags, so a key and the keys a script touches with it share a Redis Cluster slot.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.to_owned() }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn seat_lock(&self, schedule: domain::ScheduleId, seat: domain::SeatNo) -> String {
+        format!("{}:lock:{{seat:{schedule}:{seat}}}", self.prefix)
+    }
+
+    pub fn token(&self, token: &domain::QueueToken) -> String {
+        format!("{}:token:{{{}}}", self.prefix, token.as_str())
+    }
+
+    pub fn token_prefix(&self) -> String {
+        format!("{}:token:", self.prefix)
+    }
+
+    pub fn user_token(&self, concert: domain::ConcertId, user: &domain::UserId) -> String {
+        format!("{}:user-token:{{{concert}:{user}}}", self.prefix)
+    }
+
+    pub fn cache(&self, entry: &cache::Entry) -> String {
+        format!("{}:cache:{{{entry}}}", self.prefix)
+    }
+}

@@ -1,0 +1,87 @@
+//! The expiry worker: frees seats whose holds lapsed and records them EXPIRED.
+//!
+//! Holds are also reused lazily (a new hold may take a lapsed seat at once), so
+//! the worker is about tidy state, the seat map and the `ReservationExpired` event,
+//! never about who may book.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel_async::AsyncConnection as _;
+use domain::{DomainEvent, ReservationId, ReservationStatus};
+
+use super::{Abort, Services};
+use crate::db::{outbox, reservations};
+use crate::redis::cache::Entry;
+
+/// Expires every hold lapsed at `now`, one batch per transaction. Returns how many.
+pub async fn expire_lapsed(svc: &Services, now: DateTime<Utc>) -> anyhow::Result<usize> {
+    let batch = svc.settings.expiry_batch_size.max(1);
+    let mut total = 0;
+    loop {
+        let mut conn = svc.db().await?;
+        let expired = conn
+            .transaction(async |conn| {
+                let lapsed = reservations::lock_lapsed(conn, now, batch).await?;
+                if lapsed.is_empty() {
+                    return Ok::<_, Abort<()>>(lapsed);
+                }
+                let ids: Vec<ReservationId> = lapsed.iter().map(|r| r.id).collect();
+                reservations::set_status(conn, &ids, ReservationStatus::Expired, now).await?;
+                reservations::free_seats(conn, &ids).await?;
+                let events = lapsed
+                    .iter()
+                    .map(|r| DomainEvent::ReservationExpired {
+                        reservation_id: r.id,
+                        concert_id: r.concert_id,
+                        schedule_id: r.schedule_id,
+                        seat_no: r.seat_no,
+                    })
+                    .collect();
+                outbox::append(conn, events, now).await?;
+                Ok(lapsed)
+            })
+            .await
+            .map_err(|abort| match abort {
+                Abort::Failed(e) => e,
+                Abort::Outcome(()) | Abort::Replay => unreachable!("the worker has no outcomes"),
+            })?;
+        if expired.is_empty() {
+            return Ok(total);
+        }
+        total += expired.len();
+        let stale: BTreeSet<_> = expired
+            .iter()
+            .flat_map(|r| [(0, r.schedule_id.0), (1, r.concert_id.0)])
+            .collect();
+        let entries: Vec<Entry> = stale
+            .into_iter()
+            .map(|(kind, id)| {
+                if kind == 0 { Entry::SeatMap(domain::ScheduleId(id)) } else { Entry::Schedules(domain::ConcertId(id)) }
+            })
+            .collect();
+        svc.cache.invalidate(&entries).await;
+        if expired.len() < batch as usize {
+            return Ok(total);
+        }
+    }
+}
+
+/// Runs [`expire_lapsed`] every `expiry_interval_ms` until `shutdown` resolves.
+pub async fn run(svc: Services, shutdown: impl Future<Output = ()>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(svc.settings.expiry_interval_ms.max(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        match expire_lapsed(&svc, Utc::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "expired lapsed holds"),
+            Err(e) => tracing::error!(error = format!("{e:#}"), "expiry worker run failed"),
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The use cases: each composes repository calls in one transaction, consults
+//! domain rules, and keeps Redis (lock, cache, tokens) in step after commit.
+//! Handlers call exactly one of these.
+
+pub mod admin;
+pub mod catalog;
+pub mod expiry;
+pub mod payments;
+pub mod points;
+pub mod queue;
+pub mod reservations;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use domain::{ConcertId, ScheduleId};
+
+use crate::config::Settings;
+use crate::db::{self, DbPool};
+use crate::metrics::Metrics;
+use crate::redis::cache::Cache;
+use crate::redis::{self as redis_store, Keys, RedisPool};
+
+/// Everything a use case needs; cheap to clone (pools and maps are shared).
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub settings: Arc<Settings>,
+    pub db: DbPool,
+    pub redis: RedisPool,
+    pub keys: Keys,
+    pub cache: Cache,
+    pub metrics: Metrics,
+    schedules: Arc<RwLock<HashMap<ScheduleId, ScheduleInfo>>>,
+    concerts: Arc<RwLock<HashSet<ConcertId>>>,
+}
+
+/// The facts of a schedule a booking needs. Schedules never change once created,
+/// so each instance keeps them in memory after the first read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleInfo {
+    pub concert_id: ConcertId,
+    pub seat_count: u32,
+}
+
+impl Services {
+    /// Builds the pools without connecting: the first call connects.
+    pub fn new(settings: Settings, metrics: Metrics) -> anyhow::Result<Self> {
+        let keys = Keys::new(&settings.redis_key_prefix);
+        let db = db::pool(&settings);
+        let redis = redis_store::pool(&settings)?;
+        let cache = Cache::new(redis.clone(), keys.clone(), settings.cache_ttl(), metrics.clone());
+        Ok(Self {
+            settings: Arc::new(settings),
+            db,
+            redis,
+            keys,
+            cache,
+            metrics,
+            schedules: Arc::default(),
+            concerts: Arc::default(),
+        })
+    }
+
+    pub async fn db(&self) -> anyhow::Result<db::PooledConn<'_>> {
+        self.db.get().await.map_err(|e| anyhow::anyhow!("no MySQL connection: {e}"))
+    }
+}
+
+/// How a use case's transaction ends other than in success. Every variant rolls
+/// the transaction back.
+#[derive(Debug)]
+pub(crate) enum Abort<E> {
+    /// A business outcome (seat taken, not enough points, ...).
+    Outcome(E),
+    /// The Idempotency-Key was used before: answer from the stored response.
+    Replay,
+    Failed(anyhow::Error),
+}
+
+impl<E> From<diesel::result::Error> for Abort<E> {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Failed(e.into())
+    }
+}
+
+impl<E> From<anyhow::Error> for Abort<E> {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Failed(e)
+    }
+}

@@ -1,0 +1,111 @@
+//! Paying a held seat with points: one transaction, at the price of the hold.
+
+use chrono::{DateTime, Utc};
+use diesel_async::AsyncConnection as _;
+use domain::token::Grant;
+use domain::{
+    DomainEvent, IdempotencyKey, PaymentError, PaymentId, Points, QueueToken, ReservationId,
+    ReservationStatus, points,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{Abort, Services};
+use crate::db::idempotency::{self, Scope, Stored};
+use crate::db::wallets::{self, LedgerKind};
+use crate::db::{is_unique_violation, outbox, payments, reservations};
+use crate::redis::cache::Entry;
+use crate::redis::tokens;
+
+/// What a payment answers, stored to replay for the same Idempotency-Key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentReceipt {
+    pub payment_id: PaymentId,
+    pub reservation_id: ReservationId,
+    pub amount: Points,
+    pub balance_after: Points,
+    pub paid_at: DateTime<Utc>,
+}
+
+/// Pays `reservation` from the token user's points, once per Idempotency-Key.
+///
+/// In one transaction: claim the key, lock the reservation (the owner's, still
+/// held), lock and debit the wallet, write the ledger row, the payment (unique per
+/// reservation), the confirmation, the sold seat and the outbox event. Afterwards
+/// the user's queue token ends and the seat map is invalidated.
+///
+/// A retry with the same key replays the first answer even though the token has
+/// ended by then, so the token's state is checked only for new payments.
+pub async fn pay(
+    svc: &Services,
+    token: &QueueToken,
+    grant: &Grant,
+    reservation: ReservationId,
+    key: &IdempotencyKey,
+    now: DateTime<Utc>,
+) -> Result<(PaymentReceipt, bool), PaymentError> {
+    let user = &grant.user_id;
+    let hash = idempotency::request_hash(&format!("payment:{reservation}"));
+    let mut conn = svc.db().await?;
+    let paid = conn
+        .transaction(async |conn| {
+            if !idempotency::claim(conn, user, Scope::Payment, key, &hash, now).await? {
+                return Err(Abort::Replay);
+            }
+            let r = reservations::lock(conn, reservation)
+                .await?
+                .filter(|r| r.user_id == *user)
+                .ok_or(Abort::Outcome(PaymentError::ReservationNotFound))?;
+            r.check_payable(now).map_err(Abort::Outcome)?;
+            grant.require_active_for(r.concert_id).map_err(|e| Abort::Outcome(e.into()))?;
+            let before = wallets::lock(conn, user, now).await?;
+            let after = points::debit(before, r.price).ok_or(Abort::Outcome(PaymentError::InsufficientPoints))?;
+            wallets::apply(conn, user, LedgerKind::Payment, before, after, Some(r.id), now).await?;
+            let payment_id = match payments::insert(conn, r.id, user, r.price, now).await {
+                Err(e) if is_unique_violation(&e) => return Err(Abort::Outcome(PaymentError::AlreadyPaid)),
+                other => other?,
+            };
+            reservations::set_status(conn, &[r.id], ReservationStatus::Confirmed, now).await?;
+            // The reservation row says HELD and unexpired, so the seat is still ours;
+            // checking again costs nothing and guards against any future bug.
+            if !reservations::sell_seat(conn, &r).await? {
+                return Err(Abort::Outcome(PaymentError::HoldExpired));
+            }
+            let event = DomainEvent::PaymentCompleted {
+                payment_id,
+                reservation_id: r.id,
+                user_id: user.clone(),
+                concert_id: r.concert_id,
+                schedule_id: r.schedule_id,
+                seat_no: r.seat_no,
+                amount: r.price,
+            };
+            outbox::append(conn, vec![event], now).await?;
+            let receipt = PaymentReceipt {
+                payment_id,
+                reservation_id: r.id,
+                amount: r.price,
+                balance_after: after,
+                paid_at: now,
+            };
+            let body = serde_json::to_string(&receipt).map_err(anyhow::Error::from)?;
+            idempotency::record(conn, user, Scope::Payment, key, &body).await?;
+            Ok((receipt, r))
+        })
+        .await;
+    match paid {
+        Ok((receipt, r)) => {
+            svc.cache.invalidate(&[Entry::SeatMap(r.schedule_id), Entry::Schedules(r.concert_id)]).await;
+            if let Err(e) = tokens::end(&svc.redis, &svc.keys, token, grant).await {
+                // The sale stands; the token lapses by itself at active-until.
+                tracing::warn!(error = %e, "could not end the queue token after payment");
+            }
+            Ok((receipt, false))
+        }
+        Err(Abort::Outcome(e)) => Err(e),
+        Err(Abort::Failed(e)) => Err(PaymentError::Internal(e)),
+        Err(Abort::Replay) => match idempotency::stored(&mut conn, user, Scope::Payment, key, &hash).await? {
+            Stored::Replay(body) => Ok((serde_json::from_str(&body).map_err(anyhow::Error::from)?, true)),
+            Stored::Mismatch => Err(PaymentError::IdempotencyKeyReused),
+        },
+    }
+}

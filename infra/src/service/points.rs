@@ -1,0 +1,71 @@
+//! Prepaid points: balance, top-ups and the ledger.
+
+use chrono::{DateTime, Utc};
+use diesel_async::AsyncConnection as _;
+use domain::{ChargeAmount, ChargeError, DomainEvent, IdempotencyKey, Points, UserId, points};
+use serde::{Deserialize, Serialize};
+
+use super::{Abort, Services};
+use crate::db::idempotency::{self, Scope, Stored};
+use crate::db::wallets::{self, LedgerKind, LedgerRow};
+use crate::db::outbox;
+
+/// What a top-up answers, stored to replay for the same Idempotency-Key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargeReceipt {
+    pub amount: Points,
+    pub balance: Points,
+    pub charged_at: DateTime<Utc>,
+}
+
+pub async fn balance(svc: &Services, user: &UserId) -> anyhow::Result<Points> {
+    let mut conn = svc.db().await?;
+    Ok(wallets::balance(&mut conn, user).await?)
+}
+
+/// Adds `amount` to the user's wallet once per Idempotency-Key. Returns the receipt
+/// and whether it is a replay of an earlier identical request.
+pub async fn charge(
+    svc: &Services,
+    user: &UserId,
+    amount: ChargeAmount,
+    key: &IdempotencyKey,
+    now: DateTime<Utc>,
+) -> Result<(ChargeReceipt, bool), ChargeError> {
+    let hash = idempotency::request_hash(&format!("charge:{}", amount.points()));
+    let mut conn = svc.db().await?;
+    let charged = conn
+        .transaction(async |conn| {
+            if !idempotency::claim(conn, user, Scope::Charge, key, &hash, now).await? {
+                return Err(Abort::Replay);
+            }
+            let before = wallets::lock(conn, user, now).await?;
+            let after = points::credit(before, amount).ok_or(Abort::Outcome(ChargeError::BalanceLimit))?;
+            wallets::apply(conn, user, LedgerKind::Charge, before, after, None, now).await?;
+            let event = DomainEvent::PointsCharged { user_id: user.clone(), amount: amount.points(), balance: after };
+            outbox::append(conn, vec![event], now).await?;
+            let receipt = ChargeReceipt { amount: amount.points(), balance: after, charged_at: now };
+            idempotency::record(conn, user, Scope::Charge, key, &serde_json::to_string(&receipt).map_err(anyhow::Error::from)?).await?;
+            Ok(receipt)
+        })
+        .await;
+    match charged {
+        Ok(receipt) => Ok((receipt, false)),
+        Err(Abort::Outcome(e)) => Err(e),
+        Err(Abort::Failed(e)) => Err(ChargeError::Internal(e)),
+        Err(Abort::Replay) => match idempotency::stored(&mut conn, user, Scope::Charge, key, &hash).await? {
+            Stored::Replay(body) => Ok((serde_json::from_str(&body).map_err(anyhow::Error::from)?, true)),
+            Stored::Mismatch => Err(ChargeError::IdempotencyKeyReused),
+        },
+    }
+}
+
+pub async fn history(
+    svc: &Services,
+    user: &UserId,
+    before: Option<u64>,
+    limit: u32,
+) -> anyhow::Result<Vec<LedgerRow>> {
+    let mut conn = svc.db().await?;
+    Ok(wallets::history(&mut conn, user, before, limit).await?)
+}

@@ -22,6 +22,8 @@ pub struct NewSchedule {
 
 impl NewConcert {
     pub const MAX_SCHEDULES: usize = 100;
+    /// Seats over all schedules, so one request cannot write millions of rows.
+    pub const MAX_TOTAL_SEATS: usize = 500_000;
     const MAX_TEXT: usize = 200;
 
     pub fn new(title: &str, artist: &str, schedules: Vec<NewSchedule>) -> Result<Self, ValidationError> {
@@ -39,6 +41,9 @@ impl NewConcert {
             if schedule.prices.iter().any(|p| *p > Points::MAX_PRICE) {
                 return Err(ValidationError::Concert("a seat costs at most 10000000 points"));
             }
+        }
+        if schedules.iter().map(|s| s.prices.len()).sum::<usize>() > Self::MAX_TOTAL_SEATS {
+            return Err(ValidationError::Concert("a concert has at most 500000 seats in all"));
         }
         Ok(Self { title, artist, schedules })
     }
@@ -81,6 +86,8 @@ mod tests {
         assert!(NewConcert::new("Tour", "Band", vec![schedule(100_001, 1)]).is_err());
         assert!(NewConcert::new("Tour", "Band", vec![schedule(1, 10_000_001)]).is_err());
         assert!(NewConcert::new("Tour", "Band", vec![schedule(100_000, 10_000_000)]).is_ok());
+        assert!(NewConcert::new("Tour", "Band", vec![schedule(100_000, 1); 5]).is_ok());
+        assert!(NewConcert::new("Tour", "Band", vec![schedule(100_000, 1); 6]).is_err());
         let mut no_venue = schedule(1, 1);
         no_venue.venue = String::new();
         assert!(NewConcert::new("Tour", "Band", vec![no_venue]).is_err());

@@ -1,0 +1,383 @@
+//! The one place errors become HTTP. Every failure is `application/problem+json`
+//! (RFC 9457) with a stable machine `code`; the spec lists each status per operation
+//! so generated clients get typed errors. Internal causes are logged here, once,
+//! and never sent.
+
+use domain::token::AccessDenied;
+use domain::{
+    AdminError, ChargeError, HoldError, JoinError, LookupError, PaymentError, ReleaseError, TokenError,
+    ValidationError,
+};
+use poem::http::StatusCode;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Enum, Object};
+
+/// A problem detail (RFC 9457). Branch on `code`; `title` and `detail` are for people.
+#[derive(Debug, Clone, Object)]
+#[oai(rename_all = "camelCase", example)]
+pub struct Problem {
+    /// A URI naming the problem type.
+    #[oai(rename = "type")]
+    pub kind: String,
+    /// A short summary of the problem type.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong in this occurrence.
+    pub detail: String,
+    /// The stable machine-readable code.
+    pub code: ErrorCode,
+    /// For `TOKEN_NOT_ACTIVE`: the place in line (1 = next).
+    #[oai(skip_serializing_if_is_none)]
+    pub position: Option<u64>,
+}
+
+impl poem_openapi::types::Example for Problem {
+    fn example() -> Self {
+        ApiError::new(ErrorCode::SeatTaken, "seat 7 of schedule 1 is held or sold").into_problem()
+    }
+}
+
+/// Stable error codes. New codes may be added; existing ones never change meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// The body is not valid JSON for this operation, or a parameter is missing or malformed.
+    MalformedRequest,
+    /// `Content-Type` is not `application/json`.
+    UnsupportedMediaType,
+    /// The body is larger than 2 MiB.
+    PayloadTooLarge,
+    /// `seatNo` is not a whole number from 1 to 100000.
+    InvalidSeatNumber,
+    /// `amount` is not a whole number of points from 1 to 10000000.
+    InvalidAmount,
+    /// `userId` is not 1-64 letters, digits, `-`, `_`, `.` or `@`.
+    InvalidUserId,
+    /// `Idempotency-Key` is not 1-64 visible ASCII characters.
+    InvalidIdempotencyKey,
+    /// A concert to create breaks a limit (see `detail`).
+    InvalidConcert,
+    /// No `Authorization: Bearer` token was sent.
+    MissingToken,
+    /// The bearer token was never issued (or is long gone).
+    InvalidToken,
+    /// The queue token ran out, was left, or was used up by a payment: join again.
+    TokenExpired,
+    /// The queue token is still waiting; `position` says where.
+    TokenNotActive,
+    /// The queue token was issued for another concert.
+    WrongConcert,
+    /// The admin API key is missing or wrong.
+    InvalidApiKey,
+    ConcertNotFound,
+    ScheduleNotFound,
+    /// The schedule has no seat with this number.
+    SeatNotFound,
+    /// No such reservation among the caller's own.
+    ReservationNotFound,
+    /// No such route.
+    NotFound,
+    MethodNotAllowed,
+    /// Someone else holds or bought the seat: pick another. An expected outcome in a rush.
+    SeatTaken,
+    /// The reservation is already paid.
+    AlreadyPaid,
+    /// The hold ran out before payment; the seat may be someone else's now.
+    HoldExpired,
+    /// The reservation was released by its owner.
+    ReservationReleased,
+    /// The wallet holds fewer points than the price.
+    InsufficientPoints,
+    /// The balance would pass 1000000000 points.
+    BalanceLimit,
+    /// This `Idempotency-Key` was already used for a different request.
+    IdempotencyKeyReused,
+    /// A dependency needed to do this safely is down; retry shortly.
+    ServiceUnavailable,
+    /// Something failed on our side; it has been logged.
+    Internal,
+}
+
+impl ErrorCode {
+    fn status(self) -> StatusCode {
+        use ErrorCode as C;
+        match self {
+            C::MalformedRequest => StatusCode::BAD_REQUEST,
+            C::MissingToken | C::InvalidToken | C::TokenExpired | C::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            C::TokenNotActive | C::WrongConcert => StatusCode::FORBIDDEN,
+            C::ConcertNotFound | C::ScheduleNotFound | C::SeatNotFound | C::ReservationNotFound | C::NotFound => {
+                StatusCode::NOT_FOUND
+            }
+            C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            C::SeatTaken | C::AlreadyPaid | C::HoldExpired | C::ReservationReleased | C::IdempotencyKeyReused => {
+                StatusCode::CONFLICT
+            }
+            C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            C::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            C::InvalidSeatNumber
+            | C::InvalidAmount
+            | C::InvalidUserId
+            | C::InvalidIdempotencyKey
+            | C::InvalidConcert
+            | C::InsufficientPoints
+            | C::BalanceLimit => StatusCode::UNPROCESSABLE_ENTITY,
+            C::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            C::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn slug(self) -> String {
+        self.to_json_string().to_lowercase().replace('_', "-")
+    }
+
+    fn to_json_string(self) -> String {
+        use poem_openapi::types::ToJSON as _;
+        self.to_json().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    }
+}
+
+/// Every error response an operation can give.
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// Malformed request: unparsable JSON, a missing field, parameter or header.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// No valid bearer token (`MISSING_TOKEN`, `INVALID_TOKEN`, `TOKEN_EXPIRED`) or admin key.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>),
+    /// The token may not do this yet (`TOKEN_NOT_ACTIVE`) or here (`WRONG_CONCERT`).
+    #[oai(status = 403, content_type = "application/problem+json")]
+    Forbidden(Json<Problem>),
+    /// No such concert, schedule, seat or (own) reservation.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// The method is not allowed on this path.
+    #[oai(status = 405, content_type = "application/problem+json")]
+    MethodNotAllowed(Json<Problem>),
+    /// The state forbids it: `SEAT_TAKEN`, `ALREADY_PAID`, `HOLD_EXPIRED`, ... Expected in a rush.
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<Problem>),
+    /// The body is larger than 2 MiB.
+    #[oai(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Json<Problem>),
+    /// The body must be `application/json`.
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<Problem>),
+    /// Well-formed but invalid values, or a rule like `INSUFFICIENT_POINTS`.
+    #[oai(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Json<Problem>),
+    /// Something failed on our side.
+    #[oai(status = 500, content_type = "application/problem+json")]
+    Internal(Json<Problem>),
+    /// A dependency needed to do this safely is down; retry shortly.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self::with_position(code, detail, None)
+    }
+
+    fn with_position(code: ErrorCode, detail: impl Into<String>, position: Option<u64>) -> Self {
+        let status = code.status();
+        let problem = Json(Problem {
+            kind: format!("urn:boxoffice:problem:{}", code.slug()),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code,
+            position,
+        });
+        match status {
+            StatusCode::BAD_REQUEST => Self::BadRequest(problem),
+            StatusCode::UNAUTHORIZED => Self::Unauthorized(problem),
+            StatusCode::FORBIDDEN => Self::Forbidden(problem),
+            StatusCode::NOT_FOUND => Self::NotFound(problem),
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed(problem),
+            StatusCode::CONFLICT => Self::Conflict(problem),
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge(problem),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType(problem),
+            StatusCode::UNPROCESSABLE_ENTITY => Self::Unprocessable(problem),
+            StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable(problem),
+            _ => Self::Internal(problem),
+        }
+    }
+
+    pub fn into_problem(self) -> Problem {
+        match self {
+            Self::BadRequest(p)
+            | Self::Unauthorized(p)
+            | Self::Forbidden(p)
+            | Self::NotFound(p)
+            | Self::MethodNotAllowed(p)
+            | Self::Conflict(p)
+            | Self::PayloadTooLarge(p)
+            | Self::UnsupportedMediaType(p)
+            | Self::Unprocessable(p)
+            | Self::Internal(p)
+            | Self::Unavailable(p) => p.0,
+        }
+    }
+
+    /// Logs the cause (once, here) and answers with nothing of it.
+    fn internal(cause: &anyhow::Error) -> Self {
+        tracing::error!(error = format!("{cause:#}"), "request failed");
+        Self::new(ErrorCode::Internal, "an internal error occurred; it has been logged")
+    }
+
+    fn unavailable(cause: &anyhow::Error) -> Self {
+        tracing::warn!(error = format!("{cause:#}"), "dependency unavailable");
+        Self::new(ErrorCode::ServiceUnavailable, "a dependency is unavailable; retry shortly")
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::internal(&e)
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        let code = match e {
+            ValidationError::SeatNo => ErrorCode::InvalidSeatNumber,
+            ValidationError::Amount => ErrorCode::InvalidAmount,
+            ValidationError::UserId => ErrorCode::InvalidUserId,
+            ValidationError::IdempotencyKey => ErrorCode::InvalidIdempotencyKey,
+            ValidationError::HoldDuration | ValidationError::Concert(_) => ErrorCode::InvalidConcert,
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
+impl From<AccessDenied> for ApiError {
+    fn from(e: AccessDenied) -> Self {
+        match e {
+            AccessDenied::Expired => Self::new(ErrorCode::TokenExpired, e.to_string()),
+            AccessDenied::NotActive { position } => Self::with_position(
+                ErrorCode::TokenNotActive,
+                "the queue token is not admitted yet; wait for your turn",
+                position,
+            ),
+            AccessDenied::WrongConcert => Self::new(ErrorCode::WrongConcert, e.to_string()),
+        }
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Invalid => Self::new(ErrorCode::InvalidToken, e.to_string()),
+            TokenError::Unavailable(cause) => Self::unavailable(&cause),
+        }
+    }
+}
+
+impl From<JoinError> for ApiError {
+    fn from(e: JoinError) -> Self {
+        match e {
+            JoinError::ConcertNotFound => Self::new(ErrorCode::ConcertNotFound, e.to_string()),
+            JoinError::Unavailable(cause) => Self::unavailable(&cause),
+            JoinError::Internal(cause) => Self::internal(&cause),
+        }
+    }
+}
+
+impl From<LookupError> for ApiError {
+    fn from(e: LookupError) -> Self {
+        match e {
+            LookupError::ConcertNotFound => Self::new(ErrorCode::ConcertNotFound, e.to_string()),
+            LookupError::ScheduleNotFound => Self::new(ErrorCode::ScheduleNotFound, e.to_string()),
+            LookupError::Internal(cause) => Self::internal(&cause),
+        }
+    }
+}
+
+impl From<HoldError> for ApiError {
+    fn from(e: HoldError) -> Self {
+        match e {
+            HoldError::ScheduleNotFound => Self::new(ErrorCode::ScheduleNotFound, e.to_string()),
+            HoldError::SeatNotFound => Self::new(ErrorCode::SeatNotFound, e.to_string()),
+            HoldError::SeatTaken => Self::new(ErrorCode::SeatTaken, e.to_string()),
+            HoldError::Access(denied) => denied.into(),
+            HoldError::Unavailable(cause) => Self::unavailable(&cause),
+            HoldError::Internal(cause) => Self::internal(&cause),
+        }
+    }
+}
+
+impl From<ReleaseError> for ApiError {
+    fn from(e: ReleaseError) -> Self {
+        match e {
+            ReleaseError::NotFound => Self::new(ErrorCode::ReservationNotFound, e.to_string()),
+            ReleaseError::AlreadyPaid => Self::new(ErrorCode::AlreadyPaid, e.to_string()),
+            ReleaseError::Internal(cause) => Self::internal(&cause),
+        }
+    }
+}
+
+impl From<ChargeError> for ApiError {
+    fn from(e: ChargeError) -> Self {
+        match e {
+            ChargeError::BalanceLimit => Self::new(ErrorCode::BalanceLimit, e.to_string()),
+            ChargeError::IdempotencyKeyReused => Self::new(ErrorCode::IdempotencyKeyReused, e.to_string()),
+            ChargeError::Internal(cause) => Self::internal(&cause),
+        }
+    }
+}
+
+impl From<PaymentError> for ApiError {
+    fn from(e: PaymentError) -> Self {
+        match e {
+            PaymentError::ReservationNotFound => Self::new(ErrorCode::ReservationNotFound, e.to_string()),
+            PaymentError::AlreadyPaid => Self::new(ErrorCode::AlreadyPaid, e.to_string()),
+            PaymentError::HoldExpired => Self::new(ErrorCode::HoldExpired, e.to_string()),
+            PaymentError::Released => Self::new(ErrorCode::ReservationReleased, e.to_string()),
+            PaymentError::InsufficientPoints => Self::new(ErrorCode::InsufficientPoints, e.to_string()),
+            PaymentError::Access(denied) => denied.into(),
+            PaymentError::IdempotencyKeyReused => Self::new(ErrorCode::IdempotencyKeyReused, e.to_string()),
+            PaymentError::Internal(cause) => Self::internal(&cause),
+        }
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::Invalid(invalid) => invalid.into(),
+            AdminError::Internal(cause) => Self::internal(&cause),
+        }
+    }
+}
+
+/// Turns the framework's own errors (bad JSON, missing header or token, unknown
+/// route, wrong method or media type) into problems, so *every* error a client
+/// sees has the same shape.
+pub async fn framework_error(err: poem::Error) -> poem::Response {
+    use poem::IntoResponse as _;
+    use poem_openapi::error::{AuthorizationError, ContentTypeError, ParseParamError, ParseRequestPayloadError};
+
+    let api_error = if err.is::<AuthorizationError>() {
+        ApiError::new(ErrorCode::MissingToken, "send the queue token as `Authorization: Bearer <token>`")
+    } else if err.is::<ContentTypeError>() {
+        ApiError::new(ErrorCode::UnsupportedMediaType, err.to_string())
+    } else if err.is::<ParseRequestPayloadError>() || err.is::<ParseParamError>() {
+        ApiError::new(ErrorCode::MalformedRequest, err.to_string())
+    } else {
+        match err.status() {
+            StatusCode::NOT_FOUND => ApiError::new(ErrorCode::NotFound, "no such route"),
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed here"),
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(ErrorCode::PayloadTooLarge, err.to_string()),
+            StatusCode::BAD_REQUEST | StatusCode::LENGTH_REQUIRED => {
+                ApiError::new(ErrorCode::MalformedRequest, err.to_string())
+            }
+            // Already a complete response (one of ours, from a security checker).
+            _ => return err.into_response(),
+        }
+    };
+    api_error.into_response()
+}

@@ -1,0 +1,155 @@
+//! How boxoffice is exposed: the poem + poem-openapi routes, the one error-to-HTTP
+//! mapping, and the server that runs them beside the background workers.
+
+pub mod auth;
+pub mod error;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use infra::{Services, Settings};
+use poem::listener::{Acceptor, Listener as _, TcpAcceptor, TcpListener};
+use poem::{Body, Endpoint, EndpointExt as _, IntoResponse, Request, Response, Route, get, handler, web::Data};
+use poem_openapi::{ContactObject, LicenseObject, OpenApiService};
+use routes::{
+    admin::AdminApi, concerts::ConcertsApi, health::HealthApi, payments::PaymentsApi, points::PointsApi,
+    queue::QueueApi, reservations::ReservationsApi,
+};
+
+type Apis = (QueueApi, ConcertsApi, ReservationsApi, PointsApi, PaymentsApi, AdminApi, HealthApi);
+
+/// Large enough for a 100,000-seat price list, small enough to refuse abuse.
+const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+const DESCRIPTION: &str = "\
+A concert booking backend built to survive a ticket-open rush.
+
+**Flow**: join a concert's waiting room (`POST /v1/queue/tokens`) to get a bearer \
+token; once it is ACTIVE, hold a seat (`POST /v1/reservations`), top up points \
+(`POST /v1/points/charges`) and pay (`POST /v1/payments`) before the hold runs out.
+
+**Errors** are `application/problem+json` with a stable `code` (see the `ErrorCode` \
+schema). `409 SEAT_TAKEN` and `409 ALREADY_PAID` are expected outcomes in a rush, \
+not failures.
+
+**Retries**: money-moving calls take an `Idempotency-Key` header; retrying with the \
+same key never acts twice and replays the first answer.";
+
+/// The OpenAPI service: every route, documented. `boxoffice openapi` prints its spec.
+pub fn api_service(svc: &Services) -> OpenApiService<Apis, ()> {
+    let apis = (
+        QueueApi { svc: svc.clone() },
+        ConcertsApi { svc: svc.clone() },
+        ReservationsApi { svc: svc.clone() },
+        PointsApi { svc: svc.clone() },
+        PaymentsApi { svc: svc.clone() },
+        AdminApi { svc: svc.clone() },
+        HealthApi { svc: svc.clone() },
+    );
+    OpenApiService::new(apis, "boxoffice", env!("CARGO_PKG_VERSION"))
+        .description(DESCRIPTION)
+        .server("http://localhost:8080")
+        .contact(ContactObject::new().name("boxoffice maintainers").url("https://github.com/boxoffice-rs/boxoffice"))
+        .license(LicenseObject::new("MIT OR Apache-2.0"))
+}
+
+/// The whole HTTP application.
+pub fn app(svc: Services) -> impl Endpoint {
+    let api = api_service(&svc);
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    Route::new()
+        .nest("/", api)
+        .nest("/docs", docs)
+        .at("/openapi.json", spec)
+        .at("/metrics", get(metrics))
+        .around(limit_body)
+        .data(svc)
+        .catch_all_error(error::framework_error)
+}
+
+/// Refuses a declared oversized body with 413 and cuts an undeclared (chunked) one
+/// off at the limit, where it then fails to parse as JSON.
+async fn limit_body<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
+    let declared = req
+        .header(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(len) if len > MAX_BODY_BYTES as u64 => {
+            return Ok(error::ApiError::new(error::ErrorCode::PayloadTooLarge, "the body is larger than 2 MiB")
+                .into_response());
+        }
+        Some(_) => {}
+        None if req.headers().contains_key(poem::http::header::TRANSFER_ENCODING) => {
+            use tokio::io::AsyncReadExt as _;
+            let body = req.take_body().into_async_read().take(MAX_BODY_BYTES as u64);
+            req.set_body(Body::from_async_read(body));
+        }
+        None => {}
+    }
+    next.call(req).await.map(IntoResponse::into_response)
+}
+
+#[handler]
+fn metrics(svc: Data<&Services>) -> String {
+    svc.metrics.render()
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    acceptor: TcpAcceptor,
+    svc: Services,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("addr", &self.local_addr()).finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Migrates (unless disabled), builds the services and binds the listener.
+    pub async fn bind(settings: Settings) -> anyhow::Result<Self> {
+        if settings.migrate_on_start {
+            infra::db::migrate(&settings).await.context("migrating the database")?;
+        }
+        let listen = settings.listen;
+        let svc = Services::new(settings, infra::metrics::Metrics::new())?;
+        let acceptor = TcpListener::bind(listen)
+            .into_acceptor()
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        Ok(Self { acceptor, svc })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.svc
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets requests in
+    /// flight finish (up to 30 s) and stops the expiry worker.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (stop_workers, workers_stopped) = tokio::sync::watch::channel(());
+        let worker = tokio::spawn(infra::service::expiry::run(self.svc.clone(), async move {
+            let mut stopped = workers_stopped;
+            let _ = stopped.changed().await;
+        }));
+        tracing::info!(addr = %self.local_addr(), "serving");
+        let served = poem::Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app(self.svc), shutdown, Some(Duration::from_secs(30)))
+            .await;
+        drop(stop_workers);
+        let _ = worker.await;
+        served.context("serving HTTP")
+    }
+}

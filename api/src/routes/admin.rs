@@ -1,0 +1,104 @@
+use chrono::{DateTime, Utc};
+use domain::{NewConcert, NewSchedule, Points, SeatNo, ValidationError};
+use infra::Services;
+use infra::service::admin;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use super::Tag;
+use crate::auth::AdminAuth;
+use crate::error::ApiResult;
+
+#[derive(Debug)]
+pub struct AdminApi {
+    pub svc: Services,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", example)]
+pub struct CreateConcert {
+    pub title: String,
+    pub artist: String,
+    /// 1-100 performances.
+    pub schedules: Vec<CreateSchedule>,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct CreateSchedule {
+    pub venue: String,
+    pub starts_at: DateTime<Utc>,
+    /// Seats numbered 1..=seatCount (1-100000).
+    pub seat_count: u32,
+    /// The price of each seat in points (at most 10000000)...
+    pub price: u64,
+    /// ...unless `prices` gives one per seat, seat 1 first (length = seatCount).
+    pub prices: Option<Vec<u64>>,
+}
+
+impl poem_openapi::types::Example for CreateConcert {
+    fn example() -> Self {
+        Self {
+            title: "Summer Tour".into(),
+            artist: "The Rustaceans".into(),
+            schedules: vec![CreateSchedule {
+                venue: "Olympic Hall".into(),
+                starts_at: DateTime::from_timestamp(1_790_000_000, 0).unwrap_or_default(),
+                seat_count: 50,
+                price: 10_000,
+                prices: None,
+            }],
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct CreatedConcert {
+    pub concert_id: u64,
+    /// The new schedules' ids, in the order given.
+    pub schedule_ids: Vec<u64>,
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum CreateConcertResponse {
+    /// The concert, its schedules and their seats exist and are on sale.
+    #[oai(status = 201)]
+    Created(Json<CreatedConcert>),
+}
+
+#[OpenApi(prefix_path = "/v1/admin", tag = "Tag::Admin")]
+impl AdminApi {
+    /// Create a concert
+    ///
+    /// With its schedules and their seats, all at once.
+    #[oai(path = "/concerts", method = "post", operation_id = "createConcert")]
+    async fn create_concert(&self, _auth: AdminAuth, body: Json<CreateConcert>) -> ApiResult<CreateConcertResponse> {
+        let body = body.0;
+        let schedules = body
+            .schedules
+            .into_iter()
+            .map(|s| {
+                Ok(NewSchedule { prices: seat_prices(s.seat_count, s.price, s.prices)?, venue: s.venue, starts_at: s.starts_at })
+            })
+            .collect::<Result<_, ValidationError>>()?;
+        let concert = NewConcert::new(&body.title, &body.artist, schedules)?;
+        let (id, schedule_ids) = admin::create_concert(&self.svc, &concert, Utc::now()).await?;
+        Ok(CreateConcertResponse::Created(Json(CreatedConcert {
+            concert_id: id.0,
+            schedule_ids: schedule_ids.into_iter().map(|s| s.0).collect(),
+        })))
+    }
+}
+
+/// One price per seat, checked before anything is allocated for them.
+fn seat_prices(seat_count: u32, price: u64, prices: Option<Vec<u64>>) -> Result<Vec<Points>, ValidationError> {
+    if seat_count == 0 || seat_count > SeatNo::MAX {
+        return Err(ValidationError::Concert("a schedule needs 1-100000 seats"));
+    }
+    match prices {
+        Some(prices) if prices.len() == seat_count as usize => Ok(prices.into_iter().map(Points).collect()),
+        Some(_) => Err(ValidationError::Concert("prices must have exactly seatCount entries")),
+        None => Ok(vec![Points(price); seat_count as usize]),
+    }
+}

@@ -1,0 +1,210 @@
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use domain::{ConcertId, LookupError, ScheduleId, SeatState};
+use infra::Services;
+use infra::db::catalog::{ConcertRow, ScheduleRow, SeatRow};
+use infra::redis::cache::{Entry, Loaded};
+use infra::service::catalog;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Binary;
+use poem_openapi::types::ToJSON;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+
+use super::Tag;
+use crate::error::ApiResult;
+
+#[derive(Debug)]
+pub struct ConcertsApi {
+    pub svc: Services,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct Concert {
+    pub id: u64,
+    pub title: String,
+    pub artist: String,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct ConcertList {
+    pub concerts: Vec<Concert>,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct Schedule {
+    pub id: u64,
+    pub concert_id: u64,
+    pub venue: String,
+    pub starts_at: DateTime<Utc>,
+    pub seat_count: u32,
+    /// Seats neither held nor sold right now.
+    pub available_seats: u64,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct ScheduleList {
+    pub concert_id: u64,
+    pub schedules: Vec<Schedule>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SeatStatus {
+    Available,
+    Held,
+    Sold,
+}
+
+impl From<SeatState> for SeatStatus {
+    fn from(state: SeatState) -> Self {
+        match state {
+            SeatState::Available => Self::Available,
+            SeatState::Held => Self::Held,
+            SeatState::Sold => Self::Sold,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct Seat {
+    pub seat_no: u32,
+    /// Price in points.
+    pub price: u64,
+    pub status: SeatStatus,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct SeatMap {
+    pub schedule_id: u64,
+    pub concert_id: u64,
+    pub seats: Vec<Seat>,
+}
+
+// Lookups answer with the cached JSON bytes as they are; `actual_type` tells the
+// spec (and SDK generators) which schema those bytes follow.
+#[derive(Debug, ApiResponse)]
+pub enum ConcertsResponse {
+    /// All concerts on sale.
+    #[oai(status = 200, content_type = "application/json; charset=utf-8", actual_type = "poem_openapi::payload::Json<ConcertList>")]
+    Ok(Binary<Bytes>),
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum SchedulesResponse {
+    /// The concert's schedules, soonest first.
+    #[oai(status = 200, content_type = "application/json; charset=utf-8", actual_type = "poem_openapi::payload::Json<ScheduleList>")]
+    Ok(Binary<Bytes>),
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum SeatMapResponse {
+    /// Every seat of the schedule with its price and status.
+    #[oai(status = 200, content_type = "application/json; charset=utf-8", actual_type = "poem_openapi::payload::Json<SeatMap>")]
+    Ok(Binary<Bytes>),
+}
+
+#[OpenApi(tag = "Tag::Concerts")]
+impl ConcertsApi {
+    /// List concerts
+    #[oai(path = "/v1/concerts", method = "get", operation_id = "listConcerts")]
+    async fn concerts(&self) -> ApiResult<ConcertsResponse> {
+        let body = self
+            .svc
+            .cache
+            .fetch(Entry::Concerts, async {
+                let rows = catalog::concerts(&self.svc).await?;
+                let list = ConcertList { concerts: rows.into_iter().map(Concert::from).collect() };
+                Ok::<_, LookupError>(Loaded { body: json_bytes(&list), max_age: None })
+            })
+            .await?;
+        Ok(ConcertsResponse::Ok(Binary(body)))
+    }
+
+    /// List a concert's schedules
+    ///
+    /// With the number of seats still free on each.
+    #[oai(path = "/v1/concerts/:concert_id/schedules", method = "get", operation_id = "listSchedules")]
+    async fn schedules(&self, concert_id: Path<u64>) -> ApiResult<SchedulesResponse> {
+        let concert = ConcertId(concert_id.0);
+        let body = self
+            .svc
+            .cache
+            .fetch(Entry::Schedules(concert), async {
+                let now = Utc::now();
+                let rows = catalog::schedules(&self.svc, concert, now).await?;
+                let list = ScheduleList {
+                    concert_id: concert.0,
+                    schedules: rows.into_iter().map(|(s, free)| Schedule::from_row(s, free)).collect(),
+                };
+                Ok::<_, LookupError>(Loaded { body: json_bytes(&list), max_age: None })
+            })
+            .await?;
+        Ok(SchedulesResponse::Ok(Binary(body)))
+    }
+
+    /// Get a schedule's seat map
+    ///
+    /// Never stale: every hold, release, expiry and payment invalidates it.
+    #[oai(path = "/v1/schedules/:schedule_id/seats", method = "get", operation_id = "getSeatMap")]
+    async fn seat_map(&self, schedule_id: Path<u64>) -> ApiResult<SeatMapResponse> {
+        let schedule = ScheduleId(schedule_id.0);
+        let body = self
+            .svc
+            .cache
+            .fetch(Entry::SeatMap(schedule), async {
+                let now = Utc::now();
+                let (row, seats) = catalog::seat_map(&self.svc, schedule).await?;
+                // The map shows holds as HELD, so it may live only until the first lapses.
+                let max_age = seats
+                    .iter()
+                    .filter_map(|s| s.held_until)
+                    .map(|t| t.and_utc())
+                    .filter(|t| *t > now)
+                    .min()
+                    .and_then(|t| (t - now).to_std().ok());
+                let map = SeatMap {
+                    schedule_id: schedule.0,
+                    concert_id: row.concert_id,
+                    seats: seats.iter().map(|s| Seat::from_row(s, now)).collect::<anyhow::Result<_>>()?,
+                };
+                Ok::<_, LookupError>(Loaded { body: json_bytes(&map), max_age })
+            })
+            .await?;
+        Ok(SeatMapResponse::Ok(Binary(body)))
+    }
+}
+
+fn json_bytes<T: ToJSON>(value: &T) -> Bytes {
+    Bytes::from(value.to_json_string())
+}
+
+impl From<ConcertRow> for Concert {
+    fn from(row: ConcertRow) -> Self {
+        Self { id: row.id, title: row.title, artist: row.artist }
+    }
+}
+
+impl Schedule {
+    fn from_row(row: ScheduleRow, available_seats: u64) -> Self {
+        Self {
+            id: row.id,
+            concert_id: row.concert_id,
+            venue: row.venue,
+            starts_at: row.starts_at.and_utc(),
+            seat_count: row.seat_count,
+            available_seats,
+        }
+    }
+}
+
+impl Seat {
+    fn from_row(row: &SeatRow, now: DateTime<Utc>) -> anyhow::Result<Self> {
+        Ok(Self { seat_no: row.seat_no, price: row.price, status: row.state_at(now)?.into() })
+    }
+}

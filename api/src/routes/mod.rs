@@ -1,0 +1,32 @@
+//! The HTTP API, one file per resource. Handlers are thin: extract, parse into
+//! domain types, call one use case, map the result.
+
+pub mod admin;
+pub mod concerts;
+pub mod health;
+pub mod payments;
+pub mod points;
+pub mod queue;
+pub mod reservations;
+
+use poem_openapi::Tags;
+
+#[derive(Debug, Tags)]
+pub enum Tag {
+    /// Join a concert's waiting room. The token it returns is the bearer credential
+    /// for every call after it.
+    Queue,
+    /// Concerts, schedules and seat maps, served from cache and never stale after a
+    /// hold, release, expiry or payment.
+    Concerts,
+    /// Hold a seat for a limited time, read or release one's own holds.
+    Reservations,
+    /// Prepaid points: balance, top-ups and history.
+    Points,
+    /// Pay a held seat with points.
+    Payments,
+    /// Operator calls, with the `X-Api-Key` header.
+    Admin,
+    /// Liveness and readiness probes.
+    Operations,
+}

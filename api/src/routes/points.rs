@@ -1,0 +1,149 @@
+use chrono::{DateTime, Utc};
+use domain::{ChargeAmount, IdempotencyKey};
+use infra::Services;
+use infra::service::points;
+use poem_openapi::param::{Header, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+
+use super::Tag;
+use crate::auth::QueueAuth;
+use crate::error::ApiResult;
+
+#[derive(Debug)]
+pub struct PointsApi {
+    pub svc: Services,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct Balance {
+    pub user_id: String,
+    /// Points available to pay with.
+    pub balance: u64,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", example)]
+pub struct ChargeRequest {
+    /// Points to add: a whole number from 1 to 10000000.
+    pub amount: i64,
+}
+
+impl poem_openapi::types::Example for ChargeRequest {
+    fn example() -> Self {
+        Self { amount: 50_000 }
+    }
+}
+
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct Charge {
+    pub amount: u64,
+    /// The balance right after this charge.
+    pub balance: u64,
+    pub charged_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LedgerKind {
+    Charge,
+    Payment,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct LedgerEntry {
+    pub id: u64,
+    pub kind: LedgerKind,
+    /// Positive for a charge, negative for a payment.
+    pub amount: i64,
+    pub balance_after: u64,
+    pub reservation_id: Option<u64>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct LedgerPage {
+    /// Newest first.
+    pub entries: Vec<LedgerEntry>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    pub next_before: Option<u64>,
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum ChargeResponse {
+    /// Charged. A retry with the same Idempotency-Key answers the same, with
+    /// `Idempotent-Replayed: true`, and charges nothing more.
+    #[oai(status = 201)]
+    Created(Json<Charge>, #[oai(header = "Idempotent-Replayed")] Option<bool>),
+}
+
+const MAX_PAGE: u32 = 100;
+
+#[OpenApi(prefix_path = "/v1/points", tag = "Tag::Points")]
+impl PointsApi {
+    /// Get my balance
+    #[oai(path = "/", method = "get", operation_id = "getBalance")]
+    async fn balance(&self, auth: QueueAuth) -> ApiResult<Json<Balance>> {
+        let user = &auth.0.grant.user_id;
+        let balance = points::balance(&self.svc, user).await?;
+        Ok(Json(Balance { user_id: user.to_string(), balance: balance.0 }))
+    }
+
+    /// Charge points
+    ///
+    /// Adds points to the caller's wallet, once per `Idempotency-Key`.
+    #[oai(path = "/charges", method = "post", operation_id = "chargePoints")]
+    async fn charge(
+        &self,
+        auth: QueueAuth,
+        /// A unique key per charge (a UUID is ideal): retrying with it never charges twice.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<String>,
+        body: Json<ChargeRequest>,
+    ) -> ApiResult<ChargeResponse> {
+        let key = IdempotencyKey::parse(&idempotency_key)?;
+        let amount = ChargeAmount::parse(body.amount)?;
+        let (receipt, replayed) =
+            points::charge(&self.svc, &auth.0.grant.user_id, amount, &key, Utc::now()).await?;
+        let charge = Charge { amount: receipt.amount.0, balance: receipt.balance.0, charged_at: receipt.charged_at };
+        Ok(ChargeResponse::Created(Json(charge), replayed.then_some(true)))
+    }
+
+    /// Get my points history
+    ///
+    /// Every charge and payment, newest first, a page at a time.
+    #[oai(path = "/history", method = "get", operation_id = "getPointsHistory")]
+    async fn history(
+        &self,
+        auth: QueueAuth,
+        /// Entries per page, 1-100.
+        #[oai(default = "default_limit")]
+        limit: Query<u32>,
+        /// Only entries older than this id (from `nextBefore`).
+        before: Query<Option<u64>>,
+    ) -> ApiResult<Json<LedgerPage>> {
+        let limit = limit.0.clamp(1, MAX_PAGE);
+        let rows = points::history(&self.svc, &auth.0.grant.user_id, before.0, limit).await?;
+        let next_before = (rows.len() == limit as usize).then(|| rows.last().map(|r| r.id)).flatten();
+        let entries = rows
+            .into_iter()
+            .map(|r| LedgerEntry {
+                id: r.id,
+                kind: if r.kind == "CHARGE" { LedgerKind::Charge } else { LedgerKind::Payment },
+                amount: r.amount,
+                balance_after: r.balance_after,
+                reservation_id: r.reservation_id,
+                created_at: r.created_at.and_utc(),
+            })
+            .collect();
+        Ok(Json(LedgerPage { entries, next_before }))
+    }
+}
+
+fn default_limit() -> u32 {
+    20
+}

@@ -1,0 +1,147 @@
+use chrono::{DateTime, Utc};
+use domain::{ConcertId, TokenState, UserId};
+use infra::Services;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+
+use super::Tag;
+use crate::auth::QueueAuth;
+use crate::error::ApiResult;
+
+#[derive(Debug)]
+pub struct QueueApi {
+    pub svc: Services,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", example)]
+pub struct JoinRequest {
+    pub concert_id: u64,
+    /// The user, as asserted by the upstream login service: 1-64 letters, digits,
+    /// `-`, `_`, `.` or `@`.
+    pub user_id: String,
+}
+
+impl poem_openapi::types::Example for JoinRequest {
+    fn example() -> Self {
+        Self { concert_id: 1, user_id: "user-42".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum QueueState {
+    /// In line, not admitted yet.
+    Waiting,
+    /// Admitted: may hold seats and pay until `activeUntil`.
+    Active,
+    /// Over: timed out, left, or used by a payment. Join again for a new token.
+    Expired,
+}
+
+impl From<TokenState> for QueueState {
+    fn from(state: TokenState) -> Self {
+        match state {
+            TokenState::Waiting => Self::Waiting,
+            TokenState::Active => Self::Active,
+            TokenState::Expired => Self::Expired,
+        }
+    }
+}
+
+/// A place in a concert's waiting room.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct QueueTicket {
+    /// The bearer token for every later call. Keep it secret.
+    pub token: String,
+    pub concert_id: u64,
+    pub user_id: String,
+    pub state: QueueState,
+    /// Place in line (1 = next) while WAITING.
+    pub position: Option<u64>,
+    /// Until when an ACTIVE token may book.
+    pub active_until: Option<DateTime<Utc>>,
+}
+
+/// Where the caller stands.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct QueueStatus {
+    pub concert_id: u64,
+    pub state: QueueState,
+    /// Place in line (1 = next) while WAITING.
+    pub position: Option<u64>,
+    /// People ahead while WAITING (`position - 1`).
+    pub people_ahead: Option<u64>,
+    /// Estimated seconds until admission while WAITING.
+    pub eta_seconds: Option<u64>,
+    /// Until when an ACTIVE token may book.
+    pub active_until: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum JoinResponse {
+    /// A new place in line.
+    #[oai(status = 201)]
+    Created(Json<QueueTicket>),
+    /// The caller already had a live token for this concert: the same token and place.
+    #[oai(status = 200)]
+    Existing(Json<QueueTicket>),
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum LeaveResponse {
+    /// The token is ended.
+    #[oai(status = 204)]
+    Left,
+}
+
+#[OpenApi(prefix_path = "/v1/queue", tag = "Tag::Queue")]
+impl QueueApi {
+    /// Join a concert's waiting room
+    ///
+    /// Issues the bearer token that every booking call needs, bound to this user
+    /// and concert. Idempotent per (user, concert): joining again returns the same
+    /// token and place while it is live.
+    #[oai(path = "/tokens", method = "post", operation_id = "joinQueue")]
+    async fn join(&self, body: Json<JoinRequest>) -> ApiResult<JoinResponse> {
+        let user = UserId::parse(&body.user_id)?;
+        let concert = ConcertId(body.concert_id);
+        let issued = infra::service::queue::join(&self.svc, &user, concert, Utc::now()).await?;
+        let ticket = QueueTicket {
+            token: issued.token.as_str().to_owned(),
+            concert_id: concert.0,
+            user_id: user.to_string(),
+            state: QueueState::Active,
+            position: None,
+            active_until: Some(issued.active_until),
+        };
+        Ok(if issued.created { JoinResponse::Created(Json(ticket)) } else { JoinResponse::Existing(Json(ticket)) })
+    }
+
+    /// Where am I in line?
+    ///
+    /// The polling fallback for the waiting-room WebSocket.
+    #[oai(path = "/tokens/current", method = "get", operation_id = "getQueueStatus")]
+    async fn status(&self, auth: QueueAuth) -> ApiResult<Json<QueueStatus>> {
+        let grant = &auth.0.grant;
+        Ok(Json(QueueStatus {
+            concert_id: grant.concert_id.0,
+            state: grant.state.into(),
+            position: grant.position,
+            people_ahead: grant.position.map(|p| p.saturating_sub(1)),
+            eta_seconds: None,
+            active_until: grant.active_until.filter(|_| grant.state == TokenState::Active),
+        }))
+    }
+
+    /// Leave the waiting room
+    ///
+    /// Ends the token at once (ACTIVE or WAITING), freeing the place for others.
+    #[oai(path = "/tokens/current", method = "delete", operation_id = "leaveQueue")]
+    async fn leave(&self, auth: QueueAuth) -> ApiResult<LeaveResponse> {
+        infra::service::queue::leave(&self.svc, &auth.0.token, &auth.0.grant).await?;
+        Ok(LeaveResponse::Left)
+    }
+}

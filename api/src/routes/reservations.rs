@@ -1,0 +1,125 @@
+use chrono::{DateTime, Utc};
+use domain::{Reservation, ReservationId, ReservationStatus, ScheduleId, SeatNo};
+use infra::Services;
+use infra::service::reservations;
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
+
+use super::Tag;
+use crate::auth::QueueAuth;
+use crate::error::ApiResult;
+
+#[derive(Debug)]
+pub struct ReservationsApi {
+    pub svc: Services,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", example)]
+pub struct HoldRequest {
+    pub schedule_id: u64,
+    /// The seat to hold, from 1 to the schedule's seat count.
+    pub seat_no: i64,
+}
+
+impl poem_openapi::types::Example for HoldRequest {
+    fn example() -> Self {
+        Self { schedule_id: 1, seat_no: 7 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReservationState {
+    /// Held until `heldUntil`; pay before then.
+    Held,
+    /// Paid: the seat is sold to its holder.
+    Confirmed,
+    /// Given back by its holder.
+    Released,
+    /// The hold ran out unpaid.
+    Expired,
+}
+
+impl From<ReservationStatus> for ReservationState {
+    fn from(status: ReservationStatus) -> Self {
+        match status {
+            ReservationStatus::Held => Self::Held,
+            ReservationStatus::Confirmed => Self::Confirmed,
+            ReservationStatus::Released => Self::Released,
+            ReservationStatus::Expired => Self::Expired,
+        }
+    }
+}
+
+/// A hold on one seat.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", rename = "Reservation")]
+pub struct ReservationBody {
+    pub id: u64,
+    pub concert_id: u64,
+    pub schedule_id: u64,
+    pub seat_no: u32,
+    /// The price fixed when the seat was held: what payment will charge.
+    pub price: u64,
+    pub status: ReservationState,
+    pub held_until: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Reservation> for ReservationBody {
+    fn from(r: Reservation) -> Self {
+        Self {
+            id: r.id.0,
+            concert_id: r.concert_id.0,
+            schedule_id: r.schedule_id.0,
+            seat_no: r.seat_no.get(),
+            price: r.price.0,
+            status: r.status.into(),
+            held_until: r.held_until,
+            created_at: r.created_at,
+        }
+    }
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum HoldResponse {
+    /// The seat is held for the caller until `heldUntil`.
+    #[oai(status = 201)]
+    Created(Json<ReservationBody>),
+}
+
+#[OpenApi(prefix_path = "/v1/reservations", tag = "Tag::Reservations")]
+impl ReservationsApi {
+    /// Hold a seat
+    ///
+    /// Needs an ACTIVE queue token for the schedule's concert. The seat is the
+    /// caller's until `heldUntil` (5 minutes by default); pay before then.
+    /// `409 SEAT_TAKEN` when someone else holds or bought it: an expected answer
+    /// in a rush, not a failure.
+    #[oai(path = "/", method = "post", operation_id = "holdSeat")]
+    async fn hold(&self, auth: QueueAuth, body: Json<HoldRequest>) -> ApiResult<HoldResponse> {
+        let seat = SeatNo::parse(body.seat_no)?;
+        let schedule = ScheduleId(body.schedule_id);
+        let r = reservations::hold(&self.svc, &auth.0.grant, schedule, seat, Utc::now()).await?;
+        Ok(HoldResponse::Created(Json(r.into())))
+    }
+
+    /// Get one of my reservations
+    #[oai(path = "/:reservation_id", method = "get", operation_id = "getReservation")]
+    async fn get(&self, auth: QueueAuth, reservation_id: Path<u64>) -> ApiResult<Json<ReservationBody>> {
+        let r = reservations::get(&self.svc, &auth.0.grant, ReservationId(reservation_id.0), Utc::now()).await?;
+        Ok(Json(r.into()))
+    }
+
+    /// Release one of my holds
+    ///
+    /// Frees the seat at once. Releasing again, or after the hold ran out, changes
+    /// nothing; a paid reservation cannot be released (`409 ALREADY_PAID`).
+    #[oai(path = "/:reservation_id", method = "delete", operation_id = "releaseReservation")]
+    async fn release(&self, auth: QueueAuth, reservation_id: Path<u64>) -> ApiResult<Json<ReservationBody>> {
+        let r = reservations::release(&self.svc, &auth.0.grant, ReservationId(reservation_id.0), Utc::now()).await?;
+        Ok(Json(r.into()))
+    }
+}

@@ -1,7 +1,6 @@
 //! Who is calling. Users send the queue token as a bearer token; operators send
 //! the admin API key. Both are checked here, before any handler runs.
 
-use chrono::Utc;
 use domain::QueueToken;
 use domain::token::Grant;
 use infra::Services;
@@ -28,7 +27,7 @@ pub struct Caller {
 
 async fn resolve_token(req: &Request, bearer: Bearer) -> poem::Result<Caller> {
     let svc = services(req)?;
-    let (token, grant) = infra::service::queue::authenticate(svc, &bearer.token, Utc::now())
+    let (token, grant) = infra::service::queue::authenticate(svc, &bearer.token, infra::now())
         .await
         .map_err(|e| as_poem(ApiError::from(e)))?;
     Ok(Caller { token, grant })

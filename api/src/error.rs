@@ -357,11 +357,18 @@ impl From<AdminError> for ApiError {
 /// Turns the framework's own errors (bad JSON, missing header or token, unknown
 /// route, wrong method or media type) into problems, so *every* error a client
 /// sees has the same shape.
-pub async fn framework_error(err: poem::Error) -> poem::Response {
+/// `admin`: the call was to an admin route, where the missing credential is the API key.
+pub fn framework_error(err: poem::Error, admin: bool) -> poem::Response {
     use poem::IntoResponse as _;
     use poem_openapi::error::{AuthorizationError, ContentTypeError, ParseParamError, ParseRequestPayloadError};
 
-    let api_error = if err.is::<AuthorizationError>() {
+    if err.is_from_response() {
+        // Already a complete response: one of ours, from a handler or a checker.
+        return err.into_response();
+    }
+    let api_error = if err.is::<AuthorizationError>() && admin {
+        ApiError::new(ErrorCode::InvalidApiKey, "missing or wrong X-Api-Key")
+    } else if err.is::<AuthorizationError>() {
         ApiError::new(ErrorCode::MissingToken, "send the queue token as `Authorization: Bearer <token>`")
     } else if err.is::<ContentTypeError>() {
         ApiError::new(ErrorCode::UnsupportedMediaType, err.to_string())
@@ -375,7 +382,6 @@ pub async fn framework_error(err: poem::Error) -> poem::Response {
             StatusCode::BAD_REQUEST | StatusCode::LENGTH_REQUIRED => {
                 ApiError::new(ErrorCode::MalformedRequest, err.to_string())
             }
-            // Already a complete response (one of ours, from a security checker).
             _ => return err.into_response(),
         }
     };

@@ -65,14 +65,14 @@ pub fn app(svc: Services) -> impl Endpoint {
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .at("/metrics", get(metrics))
-        .around(limit_body)
+        .around(edge)
         .data(svc)
-        .catch_all_error(error::framework_error)
 }
 
-/// Refuses a declared oversized body with 413 and cuts an undeclared (chunked) one
-/// off at the limit, where it then fails to parse as JSON.
-async fn limit_body<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
+/// Wraps every request: refuses a declared oversized body with 413 and cuts an
+/// undeclared (chunked) one off at the limit, where it then fails to parse; and
+/// turns the framework's own errors into problems.
+async fn edge<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
     let declared = req
         .header(poem::http::header::CONTENT_LENGTH)
         .and_then(|v| v.parse::<u64>().ok());
@@ -89,7 +89,11 @@ async fn limit_body<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Resp
         }
         None => {}
     }
-    next.call(req).await.map(IntoResponse::into_response)
+    let admin = req.uri().path().starts_with("/v1/admin");
+    Ok(match next.call(req).await {
+        Ok(resp) => resp.into_response(),
+        Err(err) => error::framework_error(err, admin),
+    })
 }
 
 #[handler]

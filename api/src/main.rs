@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Seed => {
             infra::db::migrate(&settings).await?;
             let svc = Services::new(settings, infra::metrics::Metrics::new())?;
-            let concert = infra::service::admin::seed_demo(&svc, chrono::Utc::now()).await?;
+            let concert = infra::service::admin::seed_demo(&svc, infra::now()).await?;
             tracing::info!(concert_id = %concert, "demo concert ready");
             Ok(())
         }

@@ -9,3 +9,10 @@ pub mod service;
 
 pub use config::Settings;
 pub use service::Services;
+
+/// The current time at the precision MySQL stores (microseconds), so what a call
+/// answers is exactly what a later read returns.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound as _;
+    chrono::Utc::now().trunc_subsecs(6)
+}

@@ -83,7 +83,7 @@ impl AdminApi {
             })
             .collect::<Result<_, ValidationError>>()?;
         let concert = NewConcert::new(&body.title, &body.artist, schedules)?;
-        let (id, schedule_ids) = admin::create_concert(&self.svc, &concert, Utc::now()).await?;
+        let (id, schedule_ids) = admin::create_concert(&self.svc, &concert, infra::now()).await?;
         Ok(CreateConcertResponse::Created(Json(CreatedConcert {
             concert_id: id.0,
             schedule_ids: schedule_ids.into_iter().map(|s| s.0).collect(),

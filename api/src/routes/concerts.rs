@@ -136,7 +136,7 @@ impl ConcertsApi {
             .svc
             .cache
             .fetch(Entry::Schedules(concert), async {
-                let now = Utc::now();
+                let now = infra::now();
                 let rows = catalog::schedules(&self.svc, concert, now).await?;
                 let list = ScheduleList {
                     concert_id: concert.0,
@@ -158,7 +158,7 @@ impl ConcertsApi {
             .svc
             .cache
             .fetch(Entry::SeatMap(schedule), async {
-                let now = Utc::now();
+                let now = infra::now();
                 let (row, seats) = catalog::seat_map(&self.svc, schedule).await?;
                 // The map shows holds as HELD, so it may live only until the first lapses.
                 let max_age = seats

@@ -72,7 +72,7 @@ impl PaymentsApi {
             &caller.grant,
             ReservationId(body.reservation_id),
             &key,
-            Utc::now(),
+            infra::now(),
         )
         .await?;
         let payment = Payment {

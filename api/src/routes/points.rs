@@ -108,7 +108,7 @@ impl PointsApi {
         let key = IdempotencyKey::parse(&idempotency_key)?;
         let amount = ChargeAmount::parse(body.amount)?;
         let (receipt, replayed) =
-            points::charge(&self.svc, &auth.0.grant.user_id, amount, &key, Utc::now()).await?;
+            points::charge(&self.svc, &auth.0.grant.user_id, amount, &key, infra::now()).await?;
         let charge = Charge { amount: receipt.amount.0, balance: receipt.balance.0, charged_at: receipt.charged_at };
         Ok(ChargeResponse::Created(Json(charge), replayed.then_some(true)))
     }

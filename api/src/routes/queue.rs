@@ -108,7 +108,7 @@ impl QueueApi {
     async fn join(&self, body: Json<JoinRequest>) -> ApiResult<JoinResponse> {
         let user = UserId::parse(&body.user_id)?;
         let concert = ConcertId(body.concert_id);
-        let issued = infra::service::queue::join(&self.svc, &user, concert, Utc::now()).await?;
+        let issued = infra::service::queue::join(&self.svc, &user, concert, infra::now()).await?;
         let ticket = QueueTicket {
             token: issued.token.as_str().to_owned(),
             concert_id: concert.0,

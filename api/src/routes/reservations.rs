@@ -102,14 +102,14 @@ impl ReservationsApi {
     async fn hold(&self, auth: QueueAuth, body: Json<HoldRequest>) -> ApiResult<HoldResponse> {
         let seat = SeatNo::parse(body.seat_no)?;
         let schedule = ScheduleId(body.schedule_id);
-        let r = reservations::hold(&self.svc, &auth.0.grant, schedule, seat, Utc::now()).await?;
+        let r = reservations::hold(&self.svc, &auth.0.grant, schedule, seat, infra::now()).await?;
         Ok(HoldResponse::Created(Json(r.into())))
     }
 
     /// Get one of my reservations
     #[oai(path = "/:reservation_id", method = "get", operation_id = "getReservation")]
     async fn get(&self, auth: QueueAuth, reservation_id: Path<u64>) -> ApiResult<Json<ReservationBody>> {
-        let r = reservations::get(&self.svc, &auth.0.grant, ReservationId(reservation_id.0), Utc::now()).await?;
+        let r = reservations::get(&self.svc, &auth.0.grant, ReservationId(reservation_id.0), infra::now()).await?;
         Ok(Json(r.into()))
     }
 
@@ -119,7 +119,7 @@ impl ReservationsApi {
     /// nothing; a paid reservation cannot be released (`409 ALREADY_PAID`).
     #[oai(path = "/:reservation_id", method = "delete", operation_id = "releaseReservation")]
     async fn release(&self, auth: QueueAuth, reservation_id: Path<u64>) -> ApiResult<Json<ReservationBody>> {
-        let r = reservations::release(&self.svc, &auth.0.grant, ReservationId(reservation_id.0), Utc::now()).await?;
+        let r = reservations::release(&self.svc, &auth.0.grant, ReservationId(reservation_id.0), infra::now()).await?;
         Ok(Json(r.into()))
     }
 }

@@ -50,21 +50,35 @@ pub async fn balance(conn: &mut DbConn, user: &UserId) -> QueryResult<Points> {
 /// Reads the balance and locks the wallet until the transaction ends; a wallet that
 /// does not exist yet is created empty first, so there is always a row to lock.
 pub async fn lock(conn: &mut DbConn, user: &UserId, now: DateTime<Utc>) -> QueryResult<Points> {
-    diesel::insert_or_ignore_into(wallets::table)
+    if let Some(balance) = lock_existing(conn, user).await? {
+        return Ok(Points(balance));
+    }
+    // Not `INSERT IGNORE`: on a duplicate it takes a *shared* lock, and two
+    // transactions upgrading their shared locks to the exclusive one that
+    // `FOR UPDATE` needs deadlock each other. `ON DUPLICATE KEY UPDATE` locks
+    // exclusively from the start.
+    diesel::insert_into(wallets::table)
         .values((
             wallets::user_id.eq(user.as_str()),
             wallets::balance.eq(0),
             wallets::updated_at.eq(naive(now)),
         ))
+        .on_conflict(diesel::dsl::DuplicatedKeys)
+        .do_update()
+        .set(wallets::user_id.eq(wallets::user_id))
         .execute(conn)
         .await?;
+    lock_existing(conn, user).await.map(|b| Points(b.unwrap_or(0)))
+}
+
+async fn lock_existing(conn: &mut DbConn, user: &UserId) -> QueryResult<Option<u64>> {
     wallets::table
         .find(user.as_str())
         .select(wallets::balance)
         .for_update()
         .first(conn)
         .await
-        .map(Points)
+        .optional()
 }
 
 /// Moves a locked wallet from `old` to `new` and writes the ledger row for it.

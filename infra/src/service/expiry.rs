@@ -78,7 +78,7 @@ pub async fn run(svc: Services, shutdown: impl Future<Output = ()>) {
             () = &mut shutdown => return,
             _ = tick.tick() => {}
         }
-        match expire_lapsed(&svc, Utc::now()).await {
+        match expire_lapsed(&svc, crate::now()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "expired lapsed holds"),
             Err(e) => tracing::error!(error = format!("{e:#}"), "expiry worker run failed"),

@@ -1,0 +1,246 @@
+//! `TestApp`: the real server on a free port, against the real MariaDB and Redis,
+//! isolated per test by a fresh database and a fresh Redis key prefix.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use diesel_async::{AsyncConnection as _, AsyncMysqlConnection, RunQueryDsl as _};
+use infra::{Services, Settings};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+
+pub const ADMIN_KEY: &str = "test-admin-key";
+
+/// The MySQL server tests create their databases on (`BOXOFFICE_TEST_MYSQL`).
+pub fn mysql_server() -> String {
+    std::env::var("BOXOFFICE_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("BOXOFFICE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub svc: Services,
+    database: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let database = format!("boxoffice_test_{id}");
+        let mut settings = Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: format!("{}/{database}", mysql_server()).into(),
+            redis_url: redis_url().into(),
+            redis_key_prefix: format!("bt:{id}"),
+            admin_api_key: Some(ADMIN_KEY.into()),
+            expiry_interval_ms: 200,
+            log_filter: "warn".into(),
+            ..Settings::default()
+        };
+        configure(&mut settings);
+        // `RUST_LOG=warn cargo nextest run ...` shows the server's logs of a failing test.
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+        let server = boxoffice::Server::bind(settings).await.expect("server binds");
+        let addr = server.local_addr();
+        let svc = server.services().clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(server.run_until(async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            http: reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("client"),
+            svc,
+            database,
+            shutdown: Some(tx),
+            server: Some(handle),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn db(&self) -> AsyncMysqlConnection {
+        AsyncMysqlConnection::establish(&format!("{}/{}", mysql_server(), self.database))
+            .await
+            .expect("test connects to MySQL")
+    }
+
+    /// One number from the test database (`SELECT COUNT(*) ...` and the like).
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let rows: Vec<Row> = diesel::sql_query(format!("SELECT CAST(({sql}) AS SIGNED) AS n"))
+            .load(&mut self.db().await)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        rows[0].n
+    }
+
+    pub async fn execute(&self, sql: &str) {
+        diesel::sql_query(sql).execute(&mut self.db().await).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Creates a concert with one schedule per entry of `seat_counts`, every seat
+    /// at `price`. Returns the concert and schedule ids.
+    pub async fn create_concert(&self, seat_counts: &[u32], price: u64) -> (u64, Vec<u64>) {
+        let schedules: Vec<Value> = seat_counts
+            .iter()
+            .map(|n| json!({"venue": "Test Hall", "startsAt": "2027-01-01T19:00:00Z", "seatCount": n, "price": price}))
+            .collect();
+        let res = self
+            .http
+            .post(self.url("/v1/admin/concerts"))
+            .header("X-Api-Key", ADMIN_KEY)
+            .json(&json!({"title": "Test Concert", "artist": "Test Band", "schedules": schedules}))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let body: Value = res.json().await.expect("json");
+        let ids = body["scheduleIds"].as_array().expect("ids").iter().map(|v| v.as_u64().expect("id")).collect();
+        (body["concertId"].as_u64().expect("concert id"), ids)
+    }
+
+    pub async fn join(&self, concert: u64, user: &str) -> Response {
+        self.http
+            .post(self.url("/v1/queue/tokens"))
+            .json(&json!({"concertId": concert, "userId": user}))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Joins and returns the bearer token.
+    pub async fn token(&self, concert: u64, user: &str) -> String {
+        let res = self.join(concert, user).await;
+        assert!(res.status().is_success(), "join: {}", res.status());
+        let body: Value = res.json().await.expect("json");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    pub async fn hold(&self, token: &str, schedule: u64, seat: i64) -> Response {
+        self.http
+            .post(self.url("/v1/reservations"))
+            .bearer_auth(token)
+            .json(&json!({"scheduleId": schedule, "seatNo": seat}))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Holds a seat that must be free and returns the reservation id.
+    pub async fn held(&self, token: &str, schedule: u64, seat: i64) -> u64 {
+        let res = self.hold(token, schedule, seat).await;
+        assert_eq!(res.status(), StatusCode::CREATED, "hold seat {seat}");
+        res.json::<Value>().await.expect("json")["id"].as_u64().expect("id")
+    }
+
+    pub async fn charge(&self, token: &str, amount: i64, key: &str) -> Response {
+        self.http
+            .post(self.url("/v1/points/charges"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(&json!({"amount": amount}))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn pay(&self, token: &str, reservation: u64, key: &str) -> Response {
+        self.http
+            .post(self.url("/v1/payments"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(&json!({"reservationId": reservation}))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut req = self.http.get(self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("request")
+    }
+
+    pub async fn balance(&self, token: &str) -> u64 {
+        let body: Value = self.get("/v1/points", Some(token)).await.json().await.expect("json");
+        body["balance"].as_u64().expect("balance")
+    }
+
+    pub async fn seat_statuses(&self, schedule: u64) -> Vec<String> {
+        let res = self.get(&format!("/v1/schedules/{schedule}/seats"), None).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let body: Value = res.json().await.expect("json");
+        body["seats"]
+            .as_array()
+            .expect("seats")
+            .iter()
+            .map(|s| s["status"].as_str().expect("status").to_owned())
+            .collect()
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let database = self.database.clone();
+        // Drop runs inside the test's runtime, so clean up on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async {
+                if let Ok(mut conn) = AsyncMysqlConnection::establish(&format!("{}/", mysql_server())).await {
+                    let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS `{database}`")).execute(&mut conn).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Asserts a problem+json answer with `status` and `code`, and returns its body.
+pub async fn assert_problem(res: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(res.status(), status, "status for expected {code}");
+    let content_type = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert!(content_type.starts_with("application/problem+json"), "content-type {content_type}");
+    let body: Value = res.json().await.expect("problem body is JSON");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status.as_u16());
+    let detail = body["detail"].as_str().unwrap_or("").to_lowercase();
+    for leak in ["diesel", "mysql", "redis", "sql", "panicked", "backtrace"] {
+        assert!(!detail.contains(leak), "internal text leaked: {detail}");
+    }
+    body
+}

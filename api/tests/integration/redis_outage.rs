@@ -1,0 +1,105 @@
+//! Redis down: nothing is oversold, lock-protected calls answer 503, lookups fall
+//! back to MySQL, and the app heals when Redis returns. Uses a Redis of its own so
+//! stopping it disturbs no other test.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use crate::helpers::{TestApp, assert_problem};
+
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { port, child: Some(child) }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_nothing_is_oversold_and_lookups_still_work() {
+    let mut redis = OwnRedis::start(free_port());
+    let port = redis.port;
+    let app = TestApp::spawn_with(|s| {
+        s.redis_url = format!("redis://127.0.0.1:{port}").into();
+        s.redis_timeout_ms = 300;
+    })
+    .await;
+    let (concert, schedules) = app.create_concert(&[10], 100).await;
+    let schedule = schedules[0];
+    let ann = app.token(concert, "ann").await;
+    let bob = app.token(concert, "bob").await;
+    app.charge(&ann, 1_000, "c").await;
+    let paid_later = app.held(&ann, schedule, 1).await;
+    app.held(&bob, schedule, 2).await;
+    assert_eq!(app.seat_statuses(schedule).await[..2], ["HELD", "HELD"]);
+
+    redis.stop();
+
+    // Lock-protected and token-checked calls fail closed, fast.
+    for seat in 1..=10 {
+        let started = std::time::Instant::now();
+        assert_problem(app.hold(&bob, schedule, seat).await, StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE").await;
+        assert!(started.elapsed() < Duration::from_secs(3), "a 503 must come quickly");
+    }
+    assert_problem(app.pay(&ann, paid_later, "p").await, StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE").await;
+    assert_problem(app.join(concert, "carol").await, StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE").await;
+    // Lookups are served from MySQL.
+    assert_eq!(app.seat_statuses(schedule).await[..3], ["HELD", "HELD", "AVAILABLE"]);
+    assert_eq!(app.get("/v1/concerts", None).await.status(), StatusCode::OK);
+    let ready = app.get("/health/ready", None).await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.json::<serde_json::Value>().await.unwrap()["redis"], "down");
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM reservations").await, 2, "nothing new was held");
+
+    // Redis comes back empty (it keeps nothing on disk): the pool heals, users join
+    // again, and MySQL still refuses the seats that are held.
+    let _redis = OwnRedis::start(port);
+    let mut healed = false;
+    for _ in 0..50 {
+        if app.join(concert, "bob").await.status().is_success() {
+            healed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(healed, "the app reconnects to Redis by itself");
+    let bob = app.token(concert, "bob").await;
+    assert_problem(app.hold(&bob, schedule, 1).await, StatusCode::CONFLICT, "SEAT_TAKEN").await;
+    app.held(&bob, schedule, 3).await;
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM seats WHERE status = 'HELD'").await, 3);
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM reservations").await, 3);
+}

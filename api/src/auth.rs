@@ -35,15 +35,27 @@ async fn resolve_token(req: &Request, bearer: Bearer) -> poem::Result<Caller> {
 
 /// The operator API key (`admin_api_key` in the configuration).
 #[derive(Debug, SecurityScheme)]
-#[oai(ty = "api_key", key_name = "X-Api-Key", key_in = "header", checker = "check_admin_key")]
+#[oai(
+    ty = "api_key",
+    key_name = "X-Api-Key",
+    key_in = "header",
+    checker = "check_admin_key"
+)]
 pub struct AdminAuth(());
 
 async fn check_admin_key(req: &Request, key: ApiKey) -> poem::Result<()> {
     let svc = services(req)?;
-    let expected = svc.settings.admin_api_key.as_ref().map(|k| k.expose_secret().as_bytes());
+    let expected = svc
+        .settings
+        .admin_api_key
+        .as_ref()
+        .map(|k| k.expose_secret().as_bytes());
     match expected {
         Some(expected) if constant_time_eq(expected, key.key.as_bytes()) => Ok(()),
-        _ => Err(as_poem(ApiError::new(ErrorCode::InvalidApiKey, "missing or wrong X-Api-Key"))),
+        _ => Err(as_poem(ApiError::new(
+            ErrorCode::InvalidApiKey,
+            "missing or wrong X-Api-Key",
+        ))),
     }
 }
 
@@ -53,8 +65,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn services(req: &Request) -> poem::Result<&Services> {
-    req.data::<Services>()
-        .ok_or_else(|| as_poem(ApiError::from(anyhow::anyhow!("Services missing from request data"))))
+    req.data::<Services>().ok_or_else(|| {
+        as_poem(ApiError::from(anyhow::anyhow!(
+            "Services missing from request data"
+        )))
+    })
 }
 
 fn as_poem(e: ApiError) -> poem::Error {

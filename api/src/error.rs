@@ -5,8 +5,8 @@
 
 use domain::token::AccessDenied;
 use domain::{
-    AdminError, ChargeError, HoldError, JoinError, LookupError, PaymentError, ReleaseError, TokenError,
-    ValidationError,
+    AdminError, ChargeError, HoldError, JoinError, LookupError, PaymentError, ReleaseError,
+    TokenError, ValidationError,
 };
 use poem::http::StatusCode;
 use poem_openapi::payload::Json;
@@ -104,15 +104,21 @@ impl ErrorCode {
         use ErrorCode as C;
         match self {
             C::MalformedRequest => StatusCode::BAD_REQUEST,
-            C::MissingToken | C::InvalidToken | C::TokenExpired | C::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            C::MissingToken | C::InvalidToken | C::TokenExpired | C::InvalidApiKey => {
+                StatusCode::UNAUTHORIZED
+            }
             C::TokenNotActive | C::WrongConcert => StatusCode::FORBIDDEN,
-            C::ConcertNotFound | C::ScheduleNotFound | C::SeatNotFound | C::ReservationNotFound | C::NotFound => {
-                StatusCode::NOT_FOUND
-            }
+            C::ConcertNotFound
+            | C::ScheduleNotFound
+            | C::SeatNotFound
+            | C::ReservationNotFound
+            | C::NotFound => StatusCode::NOT_FOUND,
             C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            C::SeatTaken | C::AlreadyPaid | C::HoldExpired | C::ReservationReleased | C::IdempotencyKeyReused => {
-                StatusCode::CONFLICT
-            }
+            C::SeatTaken
+            | C::AlreadyPaid
+            | C::HoldExpired
+            | C::ReservationReleased
+            | C::IdempotencyKeyReused => StatusCode::CONFLICT,
             C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             C::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             C::InvalidSeatNumber
@@ -133,7 +139,9 @@ impl ErrorCode {
 
     fn to_json_string(self) -> String {
         use poem_openapi::types::ToJSON as _;
-        self.to_json().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+        self.to_json()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
     }
 }
 
@@ -226,12 +234,18 @@ impl ApiError {
     /// Logs the cause (once, here) and answers with nothing of it.
     fn internal(cause: &anyhow::Error) -> Self {
         tracing::error!(error = format!("{cause:#}"), "request failed");
-        Self::new(ErrorCode::Internal, "an internal error occurred; it has been logged")
+        Self::new(
+            ErrorCode::Internal,
+            "an internal error occurred; it has been logged",
+        )
     }
 
     fn unavailable(cause: &anyhow::Error) -> Self {
         tracing::warn!(error = format!("{cause:#}"), "dependency unavailable");
-        Self::new(ErrorCode::ServiceUnavailable, "a dependency is unavailable; retry shortly")
+        Self::new(
+            ErrorCode::ServiceUnavailable,
+            "a dependency is unavailable; retry shortly",
+        )
     }
 }
 
@@ -248,7 +262,9 @@ impl From<ValidationError> for ApiError {
             ValidationError::Amount => ErrorCode::InvalidAmount,
             ValidationError::UserId => ErrorCode::InvalidUserId,
             ValidationError::IdempotencyKey => ErrorCode::InvalidIdempotencyKey,
-            ValidationError::HoldDuration | ValidationError::Concert(_) => ErrorCode::InvalidConcert,
+            ValidationError::HoldDuration | ValidationError::Concert(_) => {
+                ErrorCode::InvalidConcert
+            }
         };
         Self::new(code, e.to_string())
     }
@@ -324,7 +340,9 @@ impl From<ChargeError> for ApiError {
     fn from(e: ChargeError) -> Self {
         match e {
             ChargeError::BalanceLimit => Self::new(ErrorCode::BalanceLimit, e.to_string()),
-            ChargeError::IdempotencyKeyReused => Self::new(ErrorCode::IdempotencyKeyReused, e.to_string()),
+            ChargeError::IdempotencyKeyReused => {
+                Self::new(ErrorCode::IdempotencyKeyReused, e.to_string())
+            }
             ChargeError::Internal(cause) => Self::internal(&cause),
         }
     }
@@ -333,13 +351,19 @@ impl From<ChargeError> for ApiError {
 impl From<PaymentError> for ApiError {
     fn from(e: PaymentError) -> Self {
         match e {
-            PaymentError::ReservationNotFound => Self::new(ErrorCode::ReservationNotFound, e.to_string()),
+            PaymentError::ReservationNotFound => {
+                Self::new(ErrorCode::ReservationNotFound, e.to_string())
+            }
             PaymentError::AlreadyPaid => Self::new(ErrorCode::AlreadyPaid, e.to_string()),
             PaymentError::HoldExpired => Self::new(ErrorCode::HoldExpired, e.to_string()),
             PaymentError::Released => Self::new(ErrorCode::ReservationReleased, e.to_string()),
-            PaymentError::InsufficientPoints => Self::new(ErrorCode::InsufficientPoints, e.to_string()),
+            PaymentError::InsufficientPoints => {
+                Self::new(ErrorCode::InsufficientPoints, e.to_string())
+            }
             PaymentError::Access(denied) => denied.into(),
-            PaymentError::IdempotencyKeyReused => Self::new(ErrorCode::IdempotencyKeyReused, e.to_string()),
+            PaymentError::IdempotencyKeyReused => {
+                Self::new(ErrorCode::IdempotencyKeyReused, e.to_string())
+            }
             PaymentError::Internal(cause) => Self::internal(&cause),
         }
     }
@@ -360,7 +384,9 @@ impl From<AdminError> for ApiError {
 /// `admin`: the call was to an admin route, where the missing credential is the API key.
 pub fn framework_error(err: poem::Error, admin: bool) -> poem::Response {
     use poem::IntoResponse as _;
-    use poem_openapi::error::{AuthorizationError, ContentTypeError, ParseParamError, ParseRequestPayloadError};
+    use poem_openapi::error::{
+        AuthorizationError, ContentTypeError, ParseParamError, ParseRequestPayloadError,
+    };
 
     if err.is_from_response() {
         // Already a complete response: one of ours, from a handler or a checker.
@@ -369,7 +395,10 @@ pub fn framework_error(err: poem::Error, admin: bool) -> poem::Response {
     let api_error = if err.is::<AuthorizationError>() && admin {
         ApiError::new(ErrorCode::InvalidApiKey, "missing or wrong X-Api-Key")
     } else if err.is::<AuthorizationError>() {
-        ApiError::new(ErrorCode::MissingToken, "send the queue token as `Authorization: Bearer <token>`")
+        ApiError::new(
+            ErrorCode::MissingToken,
+            "send the queue token as `Authorization: Bearer <token>`",
+        )
     } else if err.is::<ContentTypeError>() {
         ApiError::new(ErrorCode::UnsupportedMediaType, err.to_string())
     } else if err.is::<ParseRequestPayloadError>() || err.is::<ParseParamError>() {
@@ -377,8 +406,12 @@ pub fn framework_error(err: poem::Error, admin: bool) -> poem::Response {
     } else {
         match err.status() {
             StatusCode::NOT_FOUND => ApiError::new(ErrorCode::NotFound, "no such route"),
-            StatusCode::METHOD_NOT_ALLOWED => ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed here"),
-            StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(ErrorCode::PayloadTooLarge, err.to_string()),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed here")
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(ErrorCode::PayloadTooLarge, err.to_string())
+            }
             StatusCode::BAD_REQUEST | StatusCode::LENGTH_REQUIRED => {
                 ApiError::new(ErrorCode::MalformedRequest, err.to_string())
             }

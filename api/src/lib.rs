@@ -11,14 +11,25 @@ use std::time::Duration;
 use anyhow::Context as _;
 use infra::{Services, Settings};
 use poem::listener::{Acceptor, Listener as _, TcpAcceptor, TcpListener};
-use poem::{Body, Endpoint, EndpointExt as _, IntoResponse, Request, Response, Route, get, handler, web::Data};
+use poem::{
+    Body, Endpoint, EndpointExt as _, IntoResponse, Request, Response, Route, get, handler,
+    web::Data,
+};
 use poem_openapi::{ContactObject, LicenseObject, OpenApiService};
 use routes::{
-    admin::AdminApi, concerts::ConcertsApi, health::HealthApi, payments::PaymentsApi, points::PointsApi,
-    queue::QueueApi, reservations::ReservationsApi,
+    admin::AdminApi, concerts::ConcertsApi, health::HealthApi, payments::PaymentsApi,
+    points::PointsApi, queue::QueueApi, reservations::ReservationsApi,
 };
 
-type Apis = (QueueApi, ConcertsApi, ReservationsApi, PointsApi, PaymentsApi, AdminApi, HealthApi);
+type Apis = (
+    QueueApi,
+    ConcertsApi,
+    ReservationsApi,
+    PointsApi,
+    PaymentsApi,
+    AdminApi,
+    HealthApi,
+);
 
 /// Large enough for a 100,000-seat price list, small enough to refuse abuse.
 const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -51,7 +62,11 @@ pub fn api_service(svc: &Services) -> OpenApiService<Apis, ()> {
     OpenApiService::new(apis, "boxoffice", env!("CARGO_PKG_VERSION"))
         .description(DESCRIPTION)
         .server("http://localhost:8080")
-        .contact(ContactObject::new().name("boxoffice maintainers").url("https://github.com/boxoffice-rs/boxoffice"))
+        .contact(
+            ContactObject::new()
+                .name("boxoffice maintainers")
+                .url("https://github.com/boxoffice-rs/boxoffice"),
+        )
         .license(LicenseObject::new("MIT OR Apache-2.0"))
 }
 
@@ -76,18 +91,24 @@ async fn edge<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> 
     let declared = req
         .header(poem::http::header::CONTENT_LENGTH)
         .and_then(|v| v.parse::<u64>().ok());
-    match declared {
-        Some(len) if len > MAX_BODY_BYTES as u64 => {
-            return Ok(error::ApiError::new(error::ErrorCode::PayloadTooLarge, "the body is larger than 2 MiB")
-                .into_response());
-        }
-        Some(_) => {}
-        None if req.headers().contains_key(poem::http::header::TRANSFER_ENCODING) => {
-            use tokio::io::AsyncReadExt as _;
-            let body = req.take_body().into_async_read().take(MAX_BODY_BYTES as u64);
-            req.set_body(Body::from_async_read(body));
-        }
-        None => {}
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        let too_large = error::ApiError::new(
+            error::ErrorCode::PayloadTooLarge,
+            "the body is larger than 2 MiB",
+        );
+        return Ok(too_large.into_response());
+    }
+    if declared.is_none()
+        && req
+            .headers()
+            .contains_key(poem::http::header::TRANSFER_ENCODING)
+    {
+        use tokio::io::AsyncReadExt as _;
+        let body = req
+            .take_body()
+            .into_async_read()
+            .take(MAX_BODY_BYTES as u64);
+        req.set_body(Body::from_async_read(body));
     }
     let admin = req.uri().path().starts_with("/v1/admin");
     Ok(match next.call(req).await {
@@ -97,6 +118,10 @@ async fn edge<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> 
 }
 
 #[handler]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "poem extractors are taken by value"
+)]
 fn metrics(svc: Data<&Services>) -> String {
     svc.metrics.render()
 }
@@ -109,7 +134,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("addr", &self.local_addr()).finish_non_exhaustive()
+        f.debug_struct("Server")
+            .field("addr", &self.local_addr())
+            .finish_non_exhaustive()
     }
 }
 
@@ -117,7 +144,9 @@ impl Server {
     /// Migrates (unless disabled), builds the services and binds the listener.
     pub async fn bind(settings: Settings) -> anyhow::Result<Self> {
         if settings.migrate_on_start {
-            infra::db::migrate(&settings).await.context("migrating the database")?;
+            infra::db::migrate(&settings)
+                .await
+                .context("migrating the database")?;
         }
         let listen = settings.listen;
         let svc = Services::new(settings, infra::metrics::Metrics::new())?;
@@ -142,7 +171,10 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then stops accepting, lets requests in
     /// flight finish (up to 30 s) and stops the expiry worker.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let (stop_workers, workers_stopped) = tokio::sync::watch::channel(());
         let worker = tokio::spawn(infra::service::expiry::run(self.svc.clone(), async move {
             let mut stopped = workers_stopped;

@@ -8,10 +8,18 @@ use infra::{Services, Settings};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(version, about = "A concert booking backend built to survive a ticket-open rush.")]
+#[command(
+    version,
+    about = "A concert booking backend built to survive a ticket-open rush."
+)]
 struct Cli {
     /// Optional TOML configuration file; `BOXOFFICE_*` environment variables override it.
-    #[arg(long, global = true, default_value = "boxoffice.toml", env = "BOXOFFICE_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "boxoffice.toml",
+        env = "BOXOFFICE_CONFIG"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -60,8 +68,11 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn init_tracing(settings: &Settings) {
-    let filter = EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if settings.log_json {
         builder.json().init();
     } else {

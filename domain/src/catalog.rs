@@ -26,7 +26,11 @@ impl NewConcert {
     pub const MAX_TOTAL_SEATS: usize = 500_000;
     const MAX_TEXT: usize = 200;
 
-    pub fn new(title: &str, artist: &str, schedules: Vec<NewSchedule>) -> Result<Self, ValidationError> {
+    pub fn new(
+        title: &str,
+        artist: &str,
+        schedules: Vec<NewSchedule>,
+    ) -> Result<Self, ValidationError> {
         let title = text(title, "title must be 1-200 characters")?;
         let artist = text(artist, "artist must be 1-200 characters")?;
         if schedules.is_empty() || schedules.len() > Self::MAX_SCHEDULES {
@@ -39,13 +43,21 @@ impl NewConcert {
                 return Err(ValidationError::Concert("a schedule needs 1-100000 seats"));
             }
             if schedule.prices.iter().any(|p| *p > Points::MAX_PRICE) {
-                return Err(ValidationError::Concert("a seat costs at most 10000000 points"));
+                return Err(ValidationError::Concert(
+                    "a seat costs at most 10000000 points",
+                ));
             }
         }
         if schedules.iter().map(|s| s.prices.len()).sum::<usize>() > Self::MAX_TOTAL_SEATS {
-            return Err(ValidationError::Concert("a concert has at most 500000 seats in all"));
+            return Err(ValidationError::Concert(
+                "a concert has at most 500000 seats in all",
+            ));
         }
-        Ok(Self { title, artist, schedules })
+        Ok(Self {
+            title,
+            artist,
+            schedules,
+        })
     }
 }
 
@@ -63,7 +75,11 @@ mod tests {
     use super::*;
 
     fn schedule(seats: usize, price: u64) -> NewSchedule {
-        NewSchedule { venue: "Hall".into(), starts_at: Utc::now(), prices: vec![Points(price); seats] }
+        NewSchedule {
+            venue: "Hall".into(),
+            starts_at: Utc::now(),
+            prices: vec![Points(price); seats],
+        }
     }
 
     #[test]

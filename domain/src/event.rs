@@ -73,7 +73,9 @@ impl DomainEvent {
             Self::ReservationHeld { reservation_id, .. }
             | Self::ReservationReleased { reservation_id, .. }
             | Self::ReservationExpired { reservation_id, .. }
-            | Self::PaymentCompleted { reservation_id, .. } => format!("reservation-{reservation_id}"),
+            | Self::PaymentCompleted { reservation_id, .. } => {
+                format!("reservation-{reservation_id}")
+            }
             Self::PointsCharged { user_id, .. } => format!("wallet-{user_id}"),
         }
     }

@@ -108,7 +108,14 @@ mod tests {
         assert_eq!(UserId::parse(""), Err(ValidationError::UserId));
         assert_eq!(UserId::parse(&"a".repeat(65)), Err(ValidationError::UserId));
         assert!(UserId::parse(&"a".repeat(64)).is_ok());
-        for bad in ["has space", "colon:key", "curly{tag}", "star*", "ünï", "new\nline"] {
+        for bad in [
+            "has space",
+            "colon:key",
+            "curly{tag}",
+            "star*",
+            "ünï",
+            "new\nline",
+        ] {
             assert_eq!(UserId::parse(bad), Err(ValidationError::UserId), "{bad:?}");
         }
     }
@@ -116,8 +123,14 @@ mod tests {
     #[test]
     fn idempotency_keys_are_bounded_visible_ascii() {
         assert!(IdempotencyKey::parse("0195f3a4-7c1e-7e2b-9d1c-3f0a9b8c7d6e").is_ok());
-        assert_eq!(IdempotencyKey::parse(""), Err(ValidationError::IdempotencyKey));
-        assert_eq!(IdempotencyKey::parse("a b"), Err(ValidationError::IdempotencyKey));
+        assert_eq!(
+            IdempotencyKey::parse(""),
+            Err(ValidationError::IdempotencyKey)
+        );
+        assert_eq!(
+            IdempotencyKey::parse("a b"),
+            Err(ValidationError::IdempotencyKey)
+        );
         assert_eq!(
             IdempotencyKey::parse(&"k".repeat(65)),
             Err(ValidationError::IdempotencyKey)

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::ValidationError;
 
 /// An amount of points (a balance, a price, a debit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Points(pub u64);
 
@@ -66,13 +68,20 @@ mod tests {
 
     #[test]
     fn charge_amounts_are_positive_and_bounded() {
-        assert_eq!(ChargeAmount::parse(1).map(ChargeAmount::points), Ok(Points(1)));
+        assert_eq!(
+            ChargeAmount::parse(1).map(ChargeAmount::points),
+            Ok(Points(1))
+        );
         assert_eq!(
             ChargeAmount::parse(10_000_000).map(ChargeAmount::points),
             Ok(Points(10_000_000))
         );
         for bad in [0, -1, -10_000, 10_000_001, i64::MAX, i64::MIN] {
-            assert_eq!(ChargeAmount::parse(bad), Err(ValidationError::Amount), "{bad}");
+            assert_eq!(
+                ChargeAmount::parse(bad),
+                Err(ValidationError::Amount),
+                "{bad}"
+            );
         }
     }
 
@@ -80,7 +89,10 @@ mod tests {
     fn credit_stops_at_the_balance_limit() {
         let hundred = ChargeAmount::parse(100).unwrap();
         assert_eq!(credit(Points(0), hundred), Some(Points(100)));
-        assert_eq!(credit(Points(Points::MAX_BALANCE.0 - 100), hundred), Some(Points::MAX_BALANCE));
+        assert_eq!(
+            credit(Points(Points::MAX_BALANCE.0 - 100), hundred),
+            Some(Points::MAX_BALANCE)
+        );
         assert_eq!(credit(Points(Points::MAX_BALANCE.0 - 99), hundred), None);
         assert_eq!(credit(Points(u64::MAX), hundred), None);
     }

@@ -180,10 +180,16 @@ mod tests {
         let now = Utc::now();
         let r = held(now, -1);
         assert_eq!(r.status_at(now), ReservationStatus::Expired);
-        assert!(matches!(r.check_payable(now), Err(PaymentError::HoldExpired)));
+        assert!(matches!(
+            r.check_payable(now),
+            Err(PaymentError::HoldExpired)
+        ));
         assert!(matches!(r.release(now), Ok(Release::AlreadyOver)));
         let at_deadline = held(now, 0);
-        assert!(matches!(at_deadline.check_payable(now), Err(PaymentError::HoldExpired)));
+        assert!(matches!(
+            at_deadline.check_payable(now),
+            Err(PaymentError::HoldExpired)
+        ));
     }
 
     #[test]
@@ -191,13 +197,19 @@ mod tests {
         let now = Utc::now();
         let mut r = held(now, 60);
         r.status = ReservationStatus::Confirmed;
-        assert!(matches!(r.check_payable(now), Err(PaymentError::AlreadyPaid)));
+        assert!(matches!(
+            r.check_payable(now),
+            Err(PaymentError::AlreadyPaid)
+        ));
         assert!(matches!(r.release(now), Err(ReleaseError::AlreadyPaid)));
         r.status = ReservationStatus::Released;
         assert!(matches!(r.check_payable(now), Err(PaymentError::Released)));
         assert!(matches!(r.release(now), Ok(Release::AlreadyOver)));
         r.status = ReservationStatus::Expired;
-        assert!(matches!(r.check_payable(now), Err(PaymentError::HoldExpired)));
+        assert!(matches!(
+            r.check_payable(now),
+            Err(PaymentError::HoldExpired)
+        ));
     }
 
     #[test]
@@ -222,8 +234,14 @@ mod tests {
         assert_eq!(HoldDuration::default().get(), Duration::from_secs(300));
         assert!(HoldDuration::from_secs(1).is_ok());
         assert!(HoldDuration::from_secs(3600).is_ok());
-        assert_eq!(HoldDuration::from_secs(0), Err(ValidationError::HoldDuration));
-        assert_eq!(HoldDuration::from_secs(3601), Err(ValidationError::HoldDuration));
+        assert_eq!(
+            HoldDuration::from_secs(0),
+            Err(ValidationError::HoldDuration)
+        );
+        assert_eq!(
+            HoldDuration::from_secs(3601),
+            Err(ValidationError::HoldDuration)
+        );
         let now = Utc::now();
         assert_eq!(
             HoldDuration::from_secs(5).unwrap().ends_at(now),

@@ -106,9 +106,15 @@ mod tests {
         assert!(SeatState::Available.can_hold(None, now));
         assert!(!SeatState::Held.can_hold(Some(later), now));
         assert!(SeatState::Held.can_hold(Some(earlier), now));
-        assert!(SeatState::Held.can_hold(Some(now), now), "a hold ends at its deadline");
+        assert!(
+            SeatState::Held.can_hold(Some(now), now),
+            "a hold ends at its deadline"
+        );
         assert!(!SeatState::Sold.can_hold(None, now));
-        assert!(!SeatState::Sold.can_hold(Some(earlier), now), "a sale never lapses");
+        assert!(
+            !SeatState::Sold.can_hold(Some(earlier), now),
+            "a sale never lapses"
+        );
         assert_eq!(SeatState::Held.at(Some(earlier), now), SeatState::Available);
     }
 }

@@ -30,7 +30,9 @@ impl QueueToken {
     /// it is refused without a Redis round trip.
     pub fn parse(raw: &str) -> Option<Self> {
         let well_formed = raw.len() == Self::BYTES * 2
-            && raw.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         well_formed.then(|| Self(raw.to_owned()))
     }
 
@@ -89,7 +91,9 @@ impl Grant {
         }
         match self.state {
             TokenState::Active => Ok(()),
-            TokenState::Waiting => Err(AccessDenied::NotActive { position: self.position }),
+            TokenState::Waiting => Err(AccessDenied::NotActive {
+                position: self.position,
+            }),
             TokenState::Expired => Err(AccessDenied::Expired),
         }
     }
@@ -108,7 +112,10 @@ mod tests {
         assert_eq!(QueueToken::parse(&token.as_str()[1..]), None);
         assert_eq!(QueueToken::parse(&token.as_str().to_uppercase()), None);
         assert_eq!(QueueToken::parse(&"g".repeat(64)), None);
-        assert!(!format!("{token:?}").contains(token.as_str()), "Debug must not leak it");
+        assert!(
+            !format!("{token:?}").contains(token.as_str()),
+            "Debug must not leak it"
+        );
     }
 
     fn grant(state: TokenState) -> Grant {
@@ -123,7 +130,10 @@ mod tests {
 
     #[test]
     fn only_an_active_token_for_the_same_concert_may_book() {
-        assert_eq!(grant(TokenState::Active).require_active_for(ConcertId(7)), Ok(()));
+        assert_eq!(
+            grant(TokenState::Active).require_active_for(ConcertId(7)),
+            Ok(())
+        );
         assert_eq!(
             grant(TokenState::Active).require_active_for(ConcertId(8)),
             Err(AccessDenied::WrongConcert)

@@ -74,11 +74,12 @@ impl Default for Settings {
 
 impl Settings {
     /// Defaults (`#[serde(default)]`), then `config_file` if it exists, then the environment.
-    pub fn load(config_file: &Path) -> Result<Self, figment::Error> {
+    pub fn load(config_file: &Path) -> Result<Self, Box<figment::Error>> {
         Figment::new()
             .merge(Toml::file(config_file))
             .merge(Env::prefixed("BOXOFFICE_"))
             .extract()
+            .map_err(Box::new)
     }
 
     pub fn redis_timeout(&self) -> Duration {

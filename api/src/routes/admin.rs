@@ -73,13 +73,21 @@ impl AdminApi {
     ///
     /// With its schedules and their seats, all at once.
     #[oai(path = "/concerts", method = "post", operation_id = "createConcert")]
-    async fn create_concert(&self, _auth: AdminAuth, body: Json<CreateConcert>) -> ApiResult<CreateConcertResponse> {
+    async fn create_concert(
+        &self,
+        _auth: AdminAuth,
+        body: Json<CreateConcert>,
+    ) -> ApiResult<CreateConcertResponse> {
         let body = body.0;
         let schedules = body
             .schedules
             .into_iter()
             .map(|s| {
-                Ok(NewSchedule { prices: seat_prices(s.seat_count, s.price, s.prices)?, venue: s.venue, starts_at: s.starts_at })
+                Ok(NewSchedule {
+                    prices: seat_prices(s.seat_count, s.price, s.prices)?,
+                    venue: s.venue,
+                    starts_at: s.starts_at,
+                })
             })
             .collect::<Result<_, ValidationError>>()?;
         let concert = NewConcert::new(&body.title, &body.artist, schedules)?;
@@ -92,13 +100,21 @@ impl AdminApi {
 }
 
 /// One price per seat, checked before anything is allocated for them.
-fn seat_prices(seat_count: u32, price: u64, prices: Option<Vec<u64>>) -> Result<Vec<Points>, ValidationError> {
+fn seat_prices(
+    seat_count: u32,
+    price: u64,
+    prices: Option<Vec<u64>>,
+) -> Result<Vec<Points>, ValidationError> {
     if seat_count == 0 || seat_count > SeatNo::MAX {
         return Err(ValidationError::Concert("a schedule needs 1-100000 seats"));
     }
     match prices {
-        Some(prices) if prices.len() == seat_count as usize => Ok(prices.into_iter().map(Points).collect()),
-        Some(_) => Err(ValidationError::Concert("prices must have exactly seatCount entries")),
+        Some(prices) if prices.len() == seat_count as usize => {
+            Ok(prices.into_iter().map(Points).collect())
+        }
+        Some(_) => Err(ValidationError::Concert(
+            "prices must have exactly seatCount entries",
+        )),
         None => Ok(vec![Points(price); seat_count as usize]),
     }
 }

@@ -91,21 +91,33 @@ pub struct SeatMap {
 #[derive(Debug, ApiResponse)]
 pub enum ConcertsResponse {
     /// All concerts on sale.
-    #[oai(status = 200, content_type = "application/json; charset=utf-8", actual_type = "poem_openapi::payload::Json<ConcertList>")]
+    #[oai(
+        status = 200,
+        content_type = "application/json; charset=utf-8",
+        actual_type = "poem_openapi::payload::Json<ConcertList>"
+    )]
     Ok(Binary<Bytes>),
 }
 
 #[derive(Debug, ApiResponse)]
 pub enum SchedulesResponse {
     /// The concert's schedules, soonest first.
-    #[oai(status = 200, content_type = "application/json; charset=utf-8", actual_type = "poem_openapi::payload::Json<ScheduleList>")]
+    #[oai(
+        status = 200,
+        content_type = "application/json; charset=utf-8",
+        actual_type = "poem_openapi::payload::Json<ScheduleList>"
+    )]
     Ok(Binary<Bytes>),
 }
 
 #[derive(Debug, ApiResponse)]
 pub enum SeatMapResponse {
     /// Every seat of the schedule with its price and status.
-    #[oai(status = 200, content_type = "application/json; charset=utf-8", actual_type = "poem_openapi::payload::Json<SeatMap>")]
+    #[oai(
+        status = 200,
+        content_type = "application/json; charset=utf-8",
+        actual_type = "poem_openapi::payload::Json<SeatMap>"
+    )]
     Ok(Binary<Bytes>),
 }
 
@@ -119,8 +131,13 @@ impl ConcertsApi {
             .cache
             .fetch(Entry::Concerts, async {
                 let rows = catalog::concerts(&self.svc).await?;
-                let list = ConcertList { concerts: rows.into_iter().map(Concert::from).collect() };
-                Ok::<_, LookupError>(Loaded { body: json_bytes(&list), max_age: None })
+                let list = ConcertList {
+                    concerts: rows.into_iter().map(Concert::from).collect(),
+                };
+                Ok::<_, LookupError>(Loaded {
+                    body: json_bytes(&list),
+                    max_age: None,
+                })
             })
             .await?;
         Ok(ConcertsResponse::Ok(Binary(body)))
@@ -129,7 +146,11 @@ impl ConcertsApi {
     /// List a concert's schedules
     ///
     /// With the number of seats still free on each.
-    #[oai(path = "/v1/concerts/:concert_id/schedules", method = "get", operation_id = "listSchedules")]
+    #[oai(
+        path = "/v1/concerts/:concert_id/schedules",
+        method = "get",
+        operation_id = "listSchedules"
+    )]
     async fn schedules(&self, concert_id: Path<u64>) -> ApiResult<SchedulesResponse> {
         let concert = ConcertId(concert_id.0);
         let body = self
@@ -140,9 +161,15 @@ impl ConcertsApi {
                 let rows = catalog::schedules(&self.svc, concert, now).await?;
                 let list = ScheduleList {
                     concert_id: concert.0,
-                    schedules: rows.into_iter().map(|(s, free)| Schedule::from_row(s, free)).collect(),
+                    schedules: rows
+                        .into_iter()
+                        .map(|(s, free)| Schedule::from_row(s, free))
+                        .collect(),
                 };
-                Ok::<_, LookupError>(Loaded { body: json_bytes(&list), max_age: None })
+                Ok::<_, LookupError>(Loaded {
+                    body: json_bytes(&list),
+                    max_age: None,
+                })
             })
             .await?;
         Ok(SchedulesResponse::Ok(Binary(body)))
@@ -151,7 +178,11 @@ impl ConcertsApi {
     /// Get a schedule's seat map
     ///
     /// Never stale: every hold, release, expiry and payment invalidates it.
-    #[oai(path = "/v1/schedules/:schedule_id/seats", method = "get", operation_id = "getSeatMap")]
+    #[oai(
+        path = "/v1/schedules/:schedule_id/seats",
+        method = "get",
+        operation_id = "getSeatMap"
+    )]
     async fn seat_map(&self, schedule_id: Path<u64>) -> ApiResult<SeatMapResponse> {
         let schedule = ScheduleId(schedule_id.0);
         let body = self
@@ -171,9 +202,15 @@ impl ConcertsApi {
                 let map = SeatMap {
                     schedule_id: schedule.0,
                     concert_id: row.concert_id,
-                    seats: seats.iter().map(|s| Seat::from_row(s, now)).collect::<anyhow::Result<_>>()?,
+                    seats: seats
+                        .iter()
+                        .map(|s| Seat::from_row(s, now))
+                        .collect::<anyhow::Result<_>>()?,
                 };
-                Ok::<_, LookupError>(Loaded { body: json_bytes(&map), max_age })
+                Ok::<_, LookupError>(Loaded {
+                    body: json_bytes(&map),
+                    max_age,
+                })
             })
             .await?;
         Ok(SeatMapResponse::Ok(Binary(body)))
@@ -186,7 +223,11 @@ fn json_bytes<T: ToJSON>(value: &T) -> Bytes {
 
 impl From<ConcertRow> for Concert {
     fn from(row: ConcertRow) -> Self {
-        Self { id: row.id, title: row.title, artist: row.artist }
+        Self {
+            id: row.id,
+            title: row.title,
+            artist: row.artist,
+        }
     }
 }
 
@@ -205,6 +246,10 @@ impl Schedule {
 
 impl Seat {
     fn from_row(row: &SeatRow, now: DateTime<Utc>) -> anyhow::Result<Self> {
-        Ok(Self { seat_no: row.seat_no, price: row.price, status: row.state_at(now)?.into() })
+        Ok(Self {
+            seat_no: row.seat_no,
+            price: row.price,
+            status: row.state_at(now)?.into(),
+        })
     }
 }

@@ -54,7 +54,9 @@ impl HealthApi {
     /// The process is up and serving.
     #[oai(path = "/live", method = "get", operation_id = "live")]
     async fn live(&self) -> Json<Liveness> {
-        Json(Liveness { status: CheckStatus::Up })
+        Json(Liveness {
+            status: CheckStatus::Up,
+        })
     }
 
     /// Readiness probe
@@ -63,9 +65,21 @@ impl HealthApi {
     #[oai(path = "/ready", method = "get", operation_id = "ready")]
     async fn ready(&self) -> ReadyResponse {
         let (mysql, redis) = tokio::join!(check(mysql_up(&self.svc)), check(redis_up(&self.svc)));
-        let status = if mysql == CheckStatus::Up && redis == CheckStatus::Up { CheckStatus::Up } else { CheckStatus::Down };
-        let body = Json(Readiness { status, mysql, redis });
-        if status == CheckStatus::Up { ReadyResponse::Ready(body) } else { ReadyResponse::NotReady(body) }
+        let status = if mysql == CheckStatus::Up && redis == CheckStatus::Up {
+            CheckStatus::Up
+        } else {
+            CheckStatus::Down
+        };
+        let body = Json(Readiness {
+            status,
+            mysql,
+            redis,
+        });
+        if status == CheckStatus::Up {
+            ReadyResponse::Ready(body)
+        } else {
+            ReadyResponse::NotReady(body)
+        }
     }
 }
 

@@ -44,7 +44,10 @@ pub enum PayResponse {
     /// Paid: the seat is the caller's and their queue token has ended. A retry with
     /// the same Idempotency-Key answers the same, with `Idempotent-Replayed: true`.
     #[oai(status = 201)]
-    Created(Json<Payment>, #[oai(header = "Idempotent-Replayed")] Option<bool>),
+    Created(
+        Json<Payment>,
+        #[oai(header = "Idempotent-Replayed")] Option<bool>,
+    ),
 }
 
 #[OpenApi(prefix_path = "/v1/payments", tag = "Tag::Payments")]
@@ -82,6 +85,9 @@ impl PaymentsApi {
             balance_after: receipt.balance_after.0,
             paid_at: receipt.paid_at,
         };
-        Ok(PayResponse::Created(Json(payment), replayed.then_some(true)))
+        Ok(PayResponse::Created(
+            Json(payment),
+            replayed.then_some(true),
+        ))
     }
 }

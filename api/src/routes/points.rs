@@ -78,7 +78,10 @@ pub enum ChargeResponse {
     /// Charged. A retry with the same Idempotency-Key answers the same, with
     /// `Idempotent-Replayed: true`, and charges nothing more.
     #[oai(status = 201)]
-    Created(Json<Charge>, #[oai(header = "Idempotent-Replayed")] Option<bool>),
+    Created(
+        Json<Charge>,
+        #[oai(header = "Idempotent-Replayed")] Option<bool>,
+    ),
 }
 
 const MAX_PAGE: u32 = 100;
@@ -90,7 +93,10 @@ impl PointsApi {
     async fn balance(&self, auth: QueueAuth) -> ApiResult<Json<Balance>> {
         let user = &auth.0.grant.user_id;
         let balance = points::balance(&self.svc, user).await?;
-        Ok(Json(Balance { user_id: user.to_string(), balance: balance.0 }))
+        Ok(Json(Balance {
+            user_id: user.to_string(),
+            balance: balance.0,
+        }))
     }
 
     /// Charge points
@@ -109,8 +115,15 @@ impl PointsApi {
         let amount = ChargeAmount::parse(body.amount)?;
         let (receipt, replayed) =
             points::charge(&self.svc, &auth.0.grant.user_id, amount, &key, infra::now()).await?;
-        let charge = Charge { amount: receipt.amount.0, balance: receipt.balance.0, charged_at: receipt.charged_at };
-        Ok(ChargeResponse::Created(Json(charge), replayed.then_some(true)))
+        let charge = Charge {
+            amount: receipt.amount.0,
+            balance: receipt.balance.0,
+            charged_at: receipt.charged_at,
+        };
+        Ok(ChargeResponse::Created(
+            Json(charge),
+            replayed.then_some(true),
+        ))
     }
 
     /// Get my points history
@@ -128,19 +141,28 @@ impl PointsApi {
     ) -> ApiResult<Json<LedgerPage>> {
         let limit = limit.0.clamp(1, MAX_PAGE);
         let rows = points::history(&self.svc, &auth.0.grant.user_id, before.0, limit).await?;
-        let next_before = (rows.len() == limit as usize).then(|| rows.last().map(|r| r.id)).flatten();
+        let next_before = (rows.len() == limit as usize)
+            .then(|| rows.last().map(|r| r.id))
+            .flatten();
         let entries = rows
             .into_iter()
             .map(|r| LedgerEntry {
                 id: r.id,
-                kind: if r.kind == "CHARGE" { LedgerKind::Charge } else { LedgerKind::Payment },
+                kind: if r.kind == "CHARGE" {
+                    LedgerKind::Charge
+                } else {
+                    LedgerKind::Payment
+                },
                 amount: r.amount,
                 balance_after: r.balance_after,
                 reservation_id: r.reservation_id,
                 created_at: r.created_at.and_utc(),
             })
             .collect();
-        Ok(Json(LedgerPage { entries, next_before }))
+        Ok(Json(LedgerPage {
+            entries,
+            next_before,
+        }))
     }
 }
 

@@ -24,7 +24,10 @@ pub struct JoinRequest {
 
 impl poem_openapi::types::Example for JoinRequest {
     fn example() -> Self {
-        Self { concert_id: 1, user_id: "user-42".into() }
+        Self {
+            concert_id: 1,
+            user_id: "user-42".into(),
+        }
     }
 }
 
@@ -117,13 +120,21 @@ impl QueueApi {
             position: None,
             active_until: Some(issued.active_until),
         };
-        Ok(if issued.created { JoinResponse::Created(Json(ticket)) } else { JoinResponse::Existing(Json(ticket)) })
+        Ok(if issued.created {
+            JoinResponse::Created(Json(ticket))
+        } else {
+            JoinResponse::Existing(Json(ticket))
+        })
     }
 
     /// Where am I in line?
     ///
     /// The polling fallback for the waiting-room WebSocket.
-    #[oai(path = "/tokens/current", method = "get", operation_id = "getQueueStatus")]
+    #[oai(
+        path = "/tokens/current",
+        method = "get",
+        operation_id = "getQueueStatus"
+    )]
     async fn status(&self, auth: QueueAuth) -> ApiResult<Json<QueueStatus>> {
         let grant = &auth.0.grant;
         Ok(Json(QueueStatus {
@@ -132,14 +143,20 @@ impl QueueApi {
             position: grant.position,
             people_ahead: grant.position.map(|p| p.saturating_sub(1)),
             eta_seconds: None,
-            active_until: grant.active_until.filter(|_| grant.state == TokenState::Active),
+            active_until: grant
+                .active_until
+                .filter(|_| grant.state == TokenState::Active),
         }))
     }
 
     /// Leave the waiting room
     ///
     /// Ends the token at once (ACTIVE or WAITING), freeing the place for others.
-    #[oai(path = "/tokens/current", method = "delete", operation_id = "leaveQueue")]
+    #[oai(
+        path = "/tokens/current",
+        method = "delete",
+        operation_id = "leaveQueue"
+    )]
     async fn leave(&self, auth: QueueAuth) -> ApiResult<LeaveResponse> {
         infra::service::queue::leave(&self.svc, &auth.0.token, &auth.0.grant).await?;
         Ok(LeaveResponse::Left)

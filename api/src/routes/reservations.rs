@@ -25,7 +25,10 @@ pub struct HoldRequest {
 
 impl poem_openapi::types::Example for HoldRequest {
     fn example() -> Self {
-        Self { schedule_id: 1, seat_no: 7 }
+        Self {
+            schedule_id: 1,
+            seat_no: 7,
+        }
     }
 }
 
@@ -107,9 +110,23 @@ impl ReservationsApi {
     }
 
     /// Get one of my reservations
-    #[oai(path = "/:reservation_id", method = "get", operation_id = "getReservation")]
-    async fn get(&self, auth: QueueAuth, reservation_id: Path<u64>) -> ApiResult<Json<ReservationBody>> {
-        let r = reservations::get(&self.svc, &auth.0.grant, ReservationId(reservation_id.0), infra::now()).await?;
+    #[oai(
+        path = "/:reservation_id",
+        method = "get",
+        operation_id = "getReservation"
+    )]
+    async fn get(
+        &self,
+        auth: QueueAuth,
+        reservation_id: Path<u64>,
+    ) -> ApiResult<Json<ReservationBody>> {
+        let r = reservations::get(
+            &self.svc,
+            &auth.0.grant,
+            ReservationId(reservation_id.0),
+            infra::now(),
+        )
+        .await?;
         Ok(Json(r.into()))
     }
 
@@ -117,9 +134,23 @@ impl ReservationsApi {
     ///
     /// Frees the seat at once. Releasing again, or after the hold ran out, changes
     /// nothing; a paid reservation cannot be released (`409 ALREADY_PAID`).
-    #[oai(path = "/:reservation_id", method = "delete", operation_id = "releaseReservation")]
-    async fn release(&self, auth: QueueAuth, reservation_id: Path<u64>) -> ApiResult<Json<ReservationBody>> {
-        let r = reservations::release(&self.svc, &auth.0.grant, ReservationId(reservation_id.0), infra::now()).await?;
+    #[oai(
+        path = "/:reservation_id",
+        method = "delete",
+        operation_id = "releaseReservation"
+    )]
+    async fn release(
+        &self,
+        auth: QueueAuth,
+        reservation_id: Path<u64>,
+    ) -> ApiResult<Json<ReservationBody>> {
+        let r = reservations::release(
+            &self.svc,
+            &auth.0.grant,
+            ReservationId(reservation_id.0),
+            infra::now(),
+        )
+        .await?;
         Ok(Json(r.into()))
     }
 }

@@ -26,18 +26,46 @@ async fn malformed_requests_get_problems_never_500s() {
         ("/v1/reservations", r#"{"scheduleId": 1, "seatNo": 1.5}"#),
         ("/v1/reservations", r#"{"seatNo": 1}"#),
         ("/v1/points/charges", r#"{"amount": "100"}"#),
-        ("/v1/points/charges", r#"{"amount": 99999999999999999999999}"#),
+        (
+            "/v1/points/charges",
+            r#"{"amount": 99999999999999999999999}"#,
+        ),
         ("/v1/payments", r#"{"reservationId": null}"#),
         ("/v1/queue/tokens", r#"{"concertId": 1}"#),
     ] {
         let res = post(path, json, body).await.unwrap();
         assert_problem(res, StatusCode::BAD_REQUEST, "MALFORMED_REQUEST").await;
     }
-    assert_problem(post("/v1/reservations", "text/plain", "{}").await.unwrap(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE").await;
-    assert_problem(app.get("/v1/schedules/abc/seats", None).await, StatusCode::BAD_REQUEST, "MALFORMED_REQUEST").await;
-    assert_problem(app.get("/v1/reservations/-3", Some(&token)).await, StatusCode::BAD_REQUEST, "MALFORMED_REQUEST").await;
-    assert_problem(app.get("/v1/points/history?limit=lots", Some(&token)).await, StatusCode::BAD_REQUEST, "MALFORMED_REQUEST").await;
-    assert_problem(app.get("/v1/nowhere", None).await, StatusCode::NOT_FOUND, "NOT_FOUND").await;
+    assert_problem(
+        post("/v1/reservations", "text/plain", "{}").await.unwrap(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UNSUPPORTED_MEDIA_TYPE",
+    )
+    .await;
+    assert_problem(
+        app.get("/v1/schedules/abc/seats", None).await,
+        StatusCode::BAD_REQUEST,
+        "MALFORMED_REQUEST",
+    )
+    .await;
+    assert_problem(
+        app.get("/v1/reservations/-3", Some(&token)).await,
+        StatusCode::BAD_REQUEST,
+        "MALFORMED_REQUEST",
+    )
+    .await;
+    assert_problem(
+        app.get("/v1/points/history?limit=lots", Some(&token)).await,
+        StatusCode::BAD_REQUEST,
+        "MALFORMED_REQUEST",
+    )
+    .await;
+    assert_problem(
+        app.get("/v1/nowhere", None).await,
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+    )
+    .await;
     let put = app.http.put(app.url("/v1/concerts")).send().await.unwrap();
     assert_problem(put, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED").await;
     assert_eq!(app.scalar("SELECT COUNT(*) FROM reservations").await, 0);
@@ -59,7 +87,12 @@ async fn oversized_bodies_are_refused() {
     assert_problem(res, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE").await;
 
     // Without a Content-Length the body is cut off at the limit and fails to parse.
-    let stream = futures::stream::iter(big.into_bytes().chunks(64 * 1024).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>());
+    let stream = futures::stream::iter(
+        big.into_bytes()
+            .chunks(64 * 1024)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
     let res = app
         .http
         .post(app.url("/v1/admin/concerts"))

@@ -2,7 +2,6 @@
 //! isolated per test by a fresh database and a fresh Redis key prefix.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use diesel_async::{AsyncConnection as _, AsyncMysqlConnection, RunQueryDsl as _};
 use infra::{Services, Settings};
@@ -26,7 +25,6 @@ pub struct TestApp {
     pub svc: Services,
     database: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl TestApp {
@@ -53,20 +51,24 @@ impl TestApp {
             .with_test_writer()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .try_init();
-        let server = boxoffice::Server::bind(settings).await.expect("server binds");
+        let server = boxoffice::Server::bind(settings)
+            .await
+            .expect("server binds");
         let addr = server.local_addr();
         let svc = server.services().clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(server.run_until(async {
+        tokio::spawn(server.run_until(async {
             let _ = rx.await;
         }));
         Self {
             addr,
-            http: reqwest::Client::builder().pool_max_idle_per_host(256).build().expect("client"),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .build()
+                .expect("client"),
             svc,
             database,
             shutdown: Some(tx),
-            server: Some(handle),
         }
     }
 
@@ -95,7 +97,10 @@ impl TestApp {
     }
 
     pub async fn execute(&self, sql: &str) {
-        diesel::sql_query(sql).execute(&mut self.db().await).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        diesel::sql_query(sql)
+            .execute(&mut self.db().await)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     /// Creates a concert with one schedule per entry of `seat_counts`, every seat
@@ -115,7 +120,12 @@ impl TestApp {
             .expect("request");
         assert_eq!(res.status(), StatusCode::CREATED);
         let body: Value = res.json().await.expect("json");
-        let ids = body["scheduleIds"].as_array().expect("ids").iter().map(|v| v.as_u64().expect("id")).collect();
+        let ids = body["scheduleIds"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .map(|v| v.as_u64().expect("id"))
+            .collect();
         (body["concertId"].as_u64().expect("concert id"), ids)
     }
 
@@ -150,7 +160,9 @@ impl TestApp {
     pub async fn held(&self, token: &str, schedule: u64, seat: i64) -> u64 {
         let res = self.hold(token, schedule, seat).await;
         assert_eq!(res.status(), StatusCode::CREATED, "hold seat {seat}");
-        res.json::<Value>().await.expect("json")["id"].as_u64().expect("id")
+        res.json::<Value>().await.expect("json")["id"]
+            .as_u64()
+            .expect("id")
     }
 
     pub async fn charge(&self, token: &str, amount: i64, key: &str) -> Response {
@@ -184,12 +196,19 @@ impl TestApp {
     }
 
     pub async fn balance(&self, token: &str) -> u64 {
-        let body: Value = self.get("/v1/points", Some(token)).await.json().await.expect("json");
+        let body: Value = self
+            .get("/v1/points", Some(token))
+            .await
+            .json()
+            .await
+            .expect("json");
         body["balance"].as_u64().expect("balance")
     }
 
     pub async fn seat_statuses(&self, schedule: u64) -> Vec<String> {
-        let res = self.get(&format!("/v1/schedules/{schedule}/seats"), None).await;
+        let res = self
+            .get(&format!("/v1/schedules/{schedule}/seats"), None)
+            .await;
         assert_eq!(res.status(), StatusCode::OK);
         let body: Value = res.json().await.expect("json");
         body["seats"]
@@ -198,16 +217,6 @@ impl TestApp {
             .iter()
             .map(|s| s["status"].as_str().expect("status").to_owned())
             .collect()
-    }
-
-    /// Stops the server gracefully and waits for it.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(server) = self.server.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
-        }
     }
 }
 
@@ -219,10 +228,19 @@ impl Drop for TestApp {
         let database = self.database.clone();
         // Drop runs inside the test's runtime, so clean up on a thread of its own.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
             rt.block_on(async {
-                if let Ok(mut conn) = AsyncMysqlConnection::establish(&format!("{}/", mysql_server())).await {
-                    let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS `{database}`")).execute(&mut conn).await;
+                if let Ok(mut conn) =
+                    AsyncMysqlConnection::establish(&format!("{}/", mysql_server())).await
+                {
+                    let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS `{database}`"))
+                        .execute(&mut conn)
+                        .await;
                 }
             });
         })
@@ -233,8 +251,16 @@ impl Drop for TestApp {
 /// Asserts a problem+json answer with `status` and `code`, and returns its body.
 pub async fn assert_problem(res: Response, status: StatusCode, code: &str) -> Value {
     assert_eq!(res.status(), status, "status for expected {code}");
-    let content_type = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    assert!(content_type.starts_with("application/problem+json"), "content-type {content_type}");
+    let content_type = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/problem+json"),
+        "content-type {content_type}"
+    );
     let body: Value = res.json().await.expect("problem body is JSON");
     assert_eq!(body["code"], code, "{body}");
     assert_eq!(body["status"], status.as_u16());

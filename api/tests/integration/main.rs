@@ -1,5 +1,13 @@
 //! One integration-test binary: the real app against the real MariaDB and Redis.
 
+// Test code panics on purpose when something is off.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::similar_names,
+    clippy::missing_panics_doc
+)]
+
 mod helpers;
 
 mod auth;

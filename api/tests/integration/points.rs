@@ -12,7 +12,12 @@ async fn charges_are_bounded_idempotent_and_in_the_history() {
     assert_eq!(app.balance(&token).await, 0);
 
     for bad in [0, -1, -50_000, 10_000_001] {
-        assert_problem(app.charge(&token, bad, &format!("bad-{bad}")).await, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_AMOUNT").await;
+        assert_problem(
+            app.charge(&token, bad, &format!("bad-{bad}")).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_AMOUNT",
+        )
+        .await;
     }
     let huge = app
         .http
@@ -33,15 +38,33 @@ async fn charges_are_bounded_idempotent_and_in_the_history() {
     assert_eq!(replay.status(), StatusCode::CREATED);
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     assert_eq!(replay.json::<Value>().await.unwrap(), first);
-    assert_problem(app.charge(&token, 800, "c1").await, StatusCode::CONFLICT, "IDEMPOTENCY_KEY_REUSED").await;
+    assert_problem(
+        app.charge(&token, 800, "c1").await,
+        StatusCode::CONFLICT,
+        "IDEMPOTENCY_KEY_REUSED",
+    )
+    .await;
     app.charge(&token, 300, "c2").await;
     assert_eq!(app.balance(&token).await, 1_000);
 
-    let page: Value = app.get("/v1/points/history?limit=1", Some(&token)).await.json().await.unwrap();
+    let page: Value = app
+        .get("/v1/points/history?limit=1", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(page["entries"][0]["amount"], 300);
     assert_eq!(page["entries"][0]["balanceAfter"], 1_000);
     let before = page["nextBefore"].as_u64().unwrap();
-    let older: Value = app.get(&format!("/v1/points/history?limit=5&before={before}"), Some(&token)).await.json().await.unwrap();
+    let older: Value = app
+        .get(
+            &format!("/v1/points/history?limit=5&before={before}"),
+            Some(&token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(older["entries"].as_array().unwrap().len(), 1);
     assert_eq!(older["entries"][0]["amount"], 700);
     assert!(older["nextBefore"].is_null());
@@ -52,9 +75,20 @@ async fn the_balance_limit_holds() {
     let app = TestApp::spawn().await;
     let (concert, _) = app.create_concert(&[1], 100).await;
     let token = app.token(concert, "rich").await;
-    app.execute("INSERT INTO wallets (user_id, balance, updated_at) VALUES ('rich', 999999999, NOW(6))").await;
-    assert_problem(app.charge(&token, 2, "over").await, StatusCode::UNPROCESSABLE_ENTITY, "BALANCE_LIMIT").await;
-    assert_eq!(app.charge(&token, 1, "exact").await.status(), StatusCode::CREATED);
+    app.execute(
+        "INSERT INTO wallets (user_id, balance, updated_at) VALUES ('rich', 999999999, NOW(6))",
+    )
+    .await;
+    assert_problem(
+        app.charge(&token, 2, "over").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "BALANCE_LIMIT",
+    )
+    .await;
+    assert_eq!(
+        app.charge(&token, 1, "exact").await.status(),
+        StatusCode::CREATED
+    );
     assert_eq!(app.balance(&token).await, 1_000_000_000);
 }
 
@@ -70,7 +104,11 @@ async fn concurrent_charges_and_payments_on_one_wallet_lose_no_update() {
     }
     let charges = (0..60).map(|i| {
         let (app, token) = (&app, &token);
-        async move { app.charge(token, 100, &format!("charge-{i}")).await.status() }
+        async move {
+            app.charge(token, 100, &format!("charge-{i}"))
+                .await
+                .status()
+        }
     });
     // A payment ends the user's token, so racing payments of one user retry with
     // the new token that joining again gives them.
@@ -96,7 +134,15 @@ async fn concurrent_charges_and_payments_on_one_wallet_lose_no_update() {
     let expected = 10_000 + 60 * 100 - 40 * 250;
     assert_eq!(app.balance(&token).await, expected);
     let expected = i64::try_from(expected).unwrap();
-    assert_eq!(app.scalar("SELECT SUM(amount) FROM point_ledger WHERE user_id = 'ann'").await, expected);
-    assert_eq!(app.scalar("SELECT balance FROM wallets WHERE user_id = 'ann'").await, expected);
+    assert_eq!(
+        app.scalar("SELECT SUM(amount) FROM point_ledger WHERE user_id = 'ann'")
+            .await,
+        expected
+    );
+    assert_eq!(
+        app.scalar("SELECT balance FROM wallets WHERE user_id = 'ann'")
+            .await,
+        expected
+    );
     assert_eq!(app.scalar("SELECT COUNT(*) FROM payments").await, 40);
 }

@@ -18,7 +18,16 @@ struct OwnRedis {
 impl OwnRedis {
     fn start(port: u16) -> Self {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is installed");
@@ -28,7 +37,10 @@ impl OwnRedis {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self { port, child: Some(child) }
+        Self {
+            port,
+            child: Some(child),
+        }
     }
 
     fn stop(&mut self) {
@@ -46,7 +58,11 @@ impl Drop for OwnRedis {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,18 +88,46 @@ async fn with_redis_down_nothing_is_oversold_and_lookups_still_work() {
     // Lock-protected and token-checked calls fail closed, fast.
     for seat in 1..=10 {
         let started = std::time::Instant::now();
-        assert_problem(app.hold(&bob, schedule, seat).await, StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE").await;
-        assert!(started.elapsed() < Duration::from_secs(3), "a 503 must come quickly");
+        assert_problem(
+            app.hold(&bob, schedule, seat).await,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+        )
+        .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "a 503 must come quickly"
+        );
     }
-    assert_problem(app.pay(&ann, paid_later, "p").await, StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE").await;
-    assert_problem(app.join(concert, "carol").await, StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE").await;
+    assert_problem(
+        app.pay(&ann, paid_later, "p").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+    )
+    .await;
+    assert_problem(
+        app.join(concert, "carol").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+    )
+    .await;
     // Lookups are served from MySQL.
-    assert_eq!(app.seat_statuses(schedule).await[..3], ["HELD", "HELD", "AVAILABLE"]);
+    assert_eq!(
+        app.seat_statuses(schedule).await[..3],
+        ["HELD", "HELD", "AVAILABLE"]
+    );
     assert_eq!(app.get("/v1/concerts", None).await.status(), StatusCode::OK);
     let ready = app.get("/health/ready", None).await;
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(ready.json::<serde_json::Value>().await.unwrap()["redis"], "down");
-    assert_eq!(app.scalar("SELECT COUNT(*) FROM reservations").await, 2, "nothing new was held");
+    assert_eq!(
+        ready.json::<serde_json::Value>().await.unwrap()["redis"],
+        "down"
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM reservations").await,
+        2,
+        "nothing new was held"
+    );
 
     // Redis comes back empty (it keeps nothing on disk): the pool heals, users join
     // again, and MySQL still refuses the seats that are held.
@@ -98,8 +142,17 @@ async fn with_redis_down_nothing_is_oversold_and_lookups_still_work() {
     }
     assert!(healed, "the app reconnects to Redis by itself");
     let bob = app.token(concert, "bob").await;
-    assert_problem(app.hold(&bob, schedule, 1).await, StatusCode::CONFLICT, "SEAT_TAKEN").await;
+    assert_problem(
+        app.hold(&bob, schedule, 1).await,
+        StatusCode::CONFLICT,
+        "SEAT_TAKEN",
+    )
+    .await;
     app.held(&bob, schedule, 3).await;
-    assert_eq!(app.scalar("SELECT COUNT(*) FROM seats WHERE status = 'HELD'").await, 3);
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM seats WHERE status = 'HELD'")
+            .await,
+        3
+    );
     assert_eq!(app.scalar("SELECT COUNT(*) FROM reservations").await, 3);
 }

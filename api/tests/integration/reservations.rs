@@ -15,7 +15,8 @@ async fn a_thousand_holds_on_fifty_seats_sell_each_seat_once() {
     let tokens = join_all((0..200).map(|u| {
         let app = &app;
         async move { app.token(concert, &format!("fan-{u}")).await }
-    })).await;
+    }))
+    .await;
 
     // 1,000 attempts: every user tries five seats, chosen so each seat is wanted 20 times.
     let attempts = (0..1_000).map(|i| {
@@ -27,22 +28,47 @@ async fn a_thousand_holds_on_fifty_seats_sell_each_seat_once() {
     let mut held: HashMap<i64, usize> = HashMap::new();
     let mut taken = 0;
     for (seat, res) in join_all(attempts).await {
-        match res.status() {
-            StatusCode::CREATED => *held.entry(seat).or_default() += 1,
-            _ => {
-                assert_problem(res, StatusCode::CONFLICT, "SEAT_TAKEN").await;
-                taken += 1;
-            }
+        if res.status() == StatusCode::CREATED {
+            *held.entry(seat).or_default() += 1;
+        } else {
+            assert_problem(res, StatusCode::CONFLICT, "SEAT_TAKEN").await;
+            taken += 1;
         }
     }
     assert_eq!(held.len(), 50, "every seat held");
-    assert!(held.values().all(|&n| n == 1), "no seat held twice: {held:?}");
+    assert!(
+        held.values().all(|&n| n == 1),
+        "no seat held twice: {held:?}"
+    );
     assert_eq!(taken, 950);
-    assert_eq!(app.scalar("SELECT COUNT(*) FROM reservations WHERE status = 'HELD'").await, 50);
-    assert_eq!(app.scalar("SELECT COUNT(DISTINCT schedule_id, seat_no) FROM reservations").await, 50);
-    assert_eq!(app.scalar("SELECT COUNT(*) FROM seats WHERE status = 'HELD' AND reservation_id IS NOT NULL").await, 50);
-    assert_eq!(app.scalar("SELECT COUNT(*) FROM outbox WHERE event_type = 'ReservationHeld'").await, 50);
-    assert!(app.seat_statuses(schedule).await.iter().all(|s| s == "HELD"));
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM reservations WHERE status = 'HELD'")
+            .await,
+        50
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(DISTINCT schedule_id, seat_no) FROM reservations")
+            .await,
+        50
+    );
+    assert_eq!(
+        app.scalar(
+            "SELECT COUNT(*) FROM seats WHERE status = 'HELD' AND reservation_id IS NOT NULL"
+        )
+        .await,
+        50
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM outbox WHERE event_type = 'ReservationHeld'")
+            .await,
+        50
+    );
+    assert!(
+        app.seat_statuses(schedule)
+            .await
+            .iter()
+            .all(|s| s == "HELD")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,23 +85,52 @@ async fn a_hold_fixes_the_price_and_the_owner_can_read_and_release_it() {
     assert_eq!(r["concertId"], concert);
     let id = r["id"].as_u64().unwrap();
 
-    let read: Value = app.get(&format!("/v1/reservations/{id}"), Some(&token)).await.json().await.unwrap();
+    let read: Value = app
+        .get(&format!("/v1/reservations/{id}"), Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(read, r, "a read returns exactly what the hold answered");
 
-    let released = app.http.delete(app.url(&format!("/v1/reservations/{id}"))).bearer_auth(&token).send().await.unwrap();
+    let released = app
+        .http
+        .delete(app.url(&format!("/v1/reservations/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(released.status(), StatusCode::OK);
-    assert_eq!(released.json::<Value>().await.unwrap()["status"], "RELEASED");
+    assert_eq!(
+        released.json::<Value>().await.unwrap()["status"],
+        "RELEASED"
+    );
     assert_eq!(app.seat_statuses(schedules[0]).await[2], "AVAILABLE");
 
     // Releasing again is a no-op with the same answer.
-    let again = app.http.delete(app.url(&format!("/v1/reservations/{id}"))).bearer_auth(&token).send().await.unwrap();
+    let again = app
+        .http
+        .delete(app.url(&format!("/v1/reservations/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), StatusCode::OK);
-    assert_eq!(app.scalar("SELECT COUNT(*) FROM outbox WHERE event_type = 'ReservationReleased'").await, 1);
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM outbox WHERE event_type = 'ReservationReleased'")
+            .await,
+        1
+    );
 
     // The seat is free for the next person, and paying the released hold is refused.
     let bob = app.token(concert, "bob").await;
     app.held(&bob, schedules[0], 3).await;
-    assert_problem(app.pay(&token, id, "pay-released").await, StatusCode::CONFLICT, "RESERVATION_RELEASED").await;
+    assert_problem(
+        app.pay(&token, id, "pay-released").await,
+        StatusCode::CONFLICT,
+        "RESERVATION_RELEASED",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,12 +143,32 @@ async fn nobody_reads_releases_or_pays_someone_elses_hold() {
     app.charge(&eve, 1_000, "eve-charge").await;
 
     let path = format!("/v1/reservations/{id}");
-    assert_problem(app.get(&path, Some(&eve)).await, StatusCode::NOT_FOUND, "RESERVATION_NOT_FOUND").await;
-    let res = app.http.delete(app.url(&path)).bearer_auth(&eve).send().await.unwrap();
+    assert_problem(
+        app.get(&path, Some(&eve)).await,
+        StatusCode::NOT_FOUND,
+        "RESERVATION_NOT_FOUND",
+    )
+    .await;
+    let res = app
+        .http
+        .delete(app.url(&path))
+        .bearer_auth(&eve)
+        .send()
+        .await
+        .unwrap();
     assert_problem(res, StatusCode::NOT_FOUND, "RESERVATION_NOT_FOUND").await;
-    assert_problem(app.pay(&eve, id, "eve-pays").await, StatusCode::NOT_FOUND, "RESERVATION_NOT_FOUND").await;
+    assert_problem(
+        app.pay(&eve, id, "eve-pays").await,
+        StatusCode::NOT_FOUND,
+        "RESERVATION_NOT_FOUND",
+    )
+    .await;
     assert_eq!(app.balance(&eve).await, 1_000, "nothing was debited");
-    assert_eq!(app.seat_statuses(schedules[0]).await[0], "HELD", "ann still holds it");
+    assert_eq!(
+        app.seat_statuses(schedules[0]).await[0],
+        "HELD",
+        "ann still holds it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,19 +178,40 @@ async fn holds_name_a_real_seat_of_the_tokens_concert() {
     let (other_concert, other_schedules) = app.create_concert(&[10], 100).await;
     let token = app.token(concert, "ann").await;
 
-    assert_problem(app.hold(&token, schedules[0], 11).await, StatusCode::NOT_FOUND, "SEAT_NOT_FOUND").await;
-    assert_problem(app.hold(&token, 999_999, 1).await, StatusCode::NOT_FOUND, "SCHEDULE_NOT_FOUND").await;
+    assert_problem(
+        app.hold(&token, schedules[0], 11).await,
+        StatusCode::NOT_FOUND,
+        "SEAT_NOT_FOUND",
+    )
+    .await;
+    assert_problem(
+        app.hold(&token, 999_999, 1).await,
+        StatusCode::NOT_FOUND,
+        "SCHEDULE_NOT_FOUND",
+    )
+    .await;
     for seat in [0, -1, 100_001, i64::MAX] {
-        assert_problem(app.hold(&token, schedules[0], seat).await, StatusCode::UNPROCESSABLE_ENTITY, "INVALID_SEAT_NUMBER").await;
+        assert_problem(
+            app.hold(&token, schedules[0], seat).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "INVALID_SEAT_NUMBER",
+        )
+        .await;
     }
-    assert_problem(app.hold(&token, other_schedules[0], 1).await, StatusCode::FORBIDDEN, "WRONG_CONCERT").await;
+    assert_problem(
+        app.hold(&token, other_schedules[0], 1).await,
+        StatusCode::FORBIDDEN,
+        "WRONG_CONCERT",
+    )
+    .await;
     let _ = other_concert;
     assert_eq!(app.scalar("SELECT COUNT(*) FROM reservations").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lapsed_hold_is_freed_by_the_worker_and_cannot_be_paid() {
-    let app = TestApp::spawn_with(|s| s.hold_seconds = domain::HoldDuration::from_secs(1).unwrap()).await;
+    let app =
+        TestApp::spawn_with(|s| s.hold_seconds = domain::HoldDuration::from_secs(1).unwrap()).await;
     let (concert, schedules) = app.create_concert(&[5], 300).await;
     let ann = app.token(concert, "ann").await;
     app.charge(&ann, 1_000, "ann-charge").await;
@@ -126,17 +222,40 @@ async fn a_lapsed_hold_is_freed_by_the_worker_and_cannot_be_paid() {
     let mut expired = false;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if app.scalar(&format!("SELECT COUNT(*) FROM reservations WHERE id = {id} AND status = 'EXPIRED'")).await == 1 {
+        if app
+            .scalar(&format!(
+                "SELECT COUNT(*) FROM reservations WHERE id = {id} AND status = 'EXPIRED'"
+            ))
+            .await
+            == 1
+        {
             expired = true;
             break;
         }
     }
     assert!(expired, "the worker expired the hold");
-    assert_eq!(app.scalar("SELECT COUNT(*) FROM seats WHERE status = 'AVAILABLE'").await, 5);
-    assert_eq!(app.scalar("SELECT COUNT(*) FROM outbox WHERE event_type = 'ReservationExpired'").await, 1);
-    assert_eq!(app.seat_statuses(schedules[0]).await[1], "AVAILABLE", "the seat map was invalidated");
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM seats WHERE status = 'AVAILABLE'")
+            .await,
+        5
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM outbox WHERE event_type = 'ReservationExpired'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.seat_statuses(schedules[0]).await[1],
+        "AVAILABLE",
+        "the seat map was invalidated"
+    );
 
-    assert_problem(app.pay(&ann, id, "late").await, StatusCode::CONFLICT, "HOLD_EXPIRED").await;
+    assert_problem(
+        app.pay(&ann, id, "late").await,
+        StatusCode::CONFLICT,
+        "HOLD_EXPIRED",
+    )
+    .await;
     assert_eq!(app.balance(&ann).await, 1_000);
     let bob = app.token(concert, "bob").await;
     app.held(&bob, schedules[0], 2).await;
@@ -154,16 +273,39 @@ async fn a_lapsed_hold_is_reused_at_once_even_before_the_worker_runs() {
     let bob = app.token(concert, "bob").await;
     app.charge(&ann, 1_000, "ann-charge").await;
     let ann_hold = app.held(&ann, schedules[0], 1).await;
-    assert_problem(app.hold(&bob, schedules[0], 1).await, StatusCode::CONFLICT, "SEAT_TAKEN").await;
+    assert_problem(
+        app.hold(&bob, schedules[0], 1).await,
+        StatusCode::CONFLICT,
+        "SEAT_TAKEN",
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(2_200)).await;
 
     let bob_hold = app.held(&bob, schedules[0], 1).await;
     assert_ne!(ann_hold, bob_hold);
-    let ann_view: Value = app.get(&format!("/v1/reservations/{ann_hold}"), Some(&ann)).await.json().await.unwrap();
+    let ann_view: Value = app
+        .get(&format!("/v1/reservations/{ann_hold}"), Some(&ann))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ann_view["status"], "EXPIRED");
-    assert_problem(app.pay(&ann, ann_hold, "too-late").await, StatusCode::CONFLICT, "HOLD_EXPIRED").await;
+    assert_problem(
+        app.pay(&ann, ann_hold, "too-late").await,
+        StatusCode::CONFLICT,
+        "HOLD_EXPIRED",
+    )
+    .await;
 
     // When the worker does run, it leaves bob's hold on the seat alone.
-    infra::service::expiry::expire_lapsed(&app.svc, infra::now()).await.unwrap();
-    assert_eq!(app.scalar(&format!("SELECT COUNT(*) FROM seats WHERE reservation_id = {bob_hold} AND status = 'HELD'")).await, 1);
+    infra::service::expiry::expire_lapsed(&app.svc, infra::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT COUNT(*) FROM seats WHERE reservation_id = {bob_hold} AND status = 'HELD'"
+        ))
+        .await,
+        1
+    );
 }

@@ -90,9 +90,11 @@ pub async fn schedules(
     let free: Vec<(u64, i64)> = seats::table
         .filter(seats::schedule_id.eq_any(&ids))
         .filter(
-            seats::status.eq(SeatState::Available.as_str()).or(seats::status
-                .eq(SeatState::Held.as_str())
-                .and(seats::held_until.le(naive(now)))),
+            seats::status
+                .eq(SeatState::Available.as_str())
+                .or(seats::status
+                    .eq(SeatState::Held.as_str())
+                    .and(seats::held_until.le(naive(now)))),
         )
         .group_by(seats::schedule_id)
         .select((seats::schedule_id, count_star()))
@@ -142,7 +144,10 @@ pub async fn insert_concert(
         ))
         .execute(conn)
         .await?;
-    diesel::select(last_insert_id()).get_result(conn).await.map(ConcertId)
+    diesel::select(last_insert_id())
+        .get_result(conn)
+        .await
+        .map(ConcertId)
 }
 
 /// Inserts a schedule and its seats, numbered 1.. in the order of `prices`.
@@ -179,7 +184,10 @@ pub async fn insert_schedule(
                 )
             })
             .collect();
-        diesel::insert_into(seats::table).values(rows).execute(conn).await?;
+        diesel::insert_into(seats::table)
+            .values(rows)
+            .execute(conn)
+            .await?;
     }
     Ok(ScheduleId(schedule))
 }

@@ -14,7 +14,9 @@ use anyhow::Context as _;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
-use diesel_async::{AsyncConnection as _, AsyncMigrationHarness, AsyncMysqlConnection, RunQueryDsl};
+use diesel_async::{
+    AsyncConnection as _, AsyncMigrationHarness, AsyncMysqlConnection, RunQueryDsl,
+};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness as _, embed_migrations};
 use secrecy::ExposeSecret as _;
 
@@ -68,7 +70,9 @@ async fn create_database_if_missing(url: &str) -> anyhow::Result<()> {
         .context("database_url must end in /<database>")?;
     let database = database.split('?').next().unwrap_or(database);
     anyhow::ensure!(
-        database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        database
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_'),
         "database name must be letters, digits and '_'"
     );
     let mut conn = DbConn::establish(&format!("{server}/"))
@@ -93,5 +97,8 @@ pub(crate) fn naive(at: DateTime<Utc>) -> NaiveDateTime {
 }
 
 pub(crate) fn is_unique_violation(err: &DieselError) -> bool {
-    matches!(err, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _))
+    matches!(
+        err,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
 }

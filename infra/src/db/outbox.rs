@@ -38,7 +38,10 @@ pub async fn append(
             ))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    diesel::insert_into(outbox::table).values(rows).execute(conn).await?;
+    diesel::insert_into(outbox::table)
+        .values(rows)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

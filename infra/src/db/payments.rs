@@ -24,7 +24,10 @@ pub async fn insert(
         ))
         .execute(conn)
         .await?;
-    diesel::select(last_insert_id()).get_result(conn).await.map(PaymentId)
+    diesel::select(last_insert_id())
+        .get_result(conn)
+        .await
+        .map(PaymentId)
 }
 
 pub async fn count_for(conn: &mut DbConn, reservation: ReservationId) -> QueryResult<i64> {

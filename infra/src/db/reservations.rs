@@ -7,8 +7,8 @@ use diesel::mysql::Mysql;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use domain::{
-    ConcertId, Points, Reservation, ReservationId, ReservationStatus, ScheduleId, SeatNo, SeatState,
-    UserId,
+    ConcertId, Points, Reservation, ReservationId, ReservationStatus, ScheduleId, SeatNo,
+    SeatState, UserId,
 };
 
 use super::schema::{reservations, seats};
@@ -58,8 +58,7 @@ pub struct LockedSeat {
 
 impl LockedSeat {
     pub fn can_hold(&self, now: DateTime<Utc>) -> bool {
-        SeatState::parse(&self.status)
-            .is_some_and(|s| s.can_hold(self.held_until.map(utc), now))
+        SeatState::parse(&self.status).is_some_and(|s| s.can_hold(self.held_until.map(utc), now))
     }
 }
 
@@ -78,17 +77,32 @@ pub async fn lock_seat(
         .optional()
 }
 
+/// A hold about to be written.
+#[derive(Debug)]
+pub struct NewHold<'a> {
+    pub user: &'a UserId,
+    pub concert: ConcertId,
+    pub schedule: ScheduleId,
+    pub seat: SeatNo,
+    /// The seat's price now, which the payment will charge.
+    pub price: Points,
+    pub held_until: DateTime<Utc>,
+}
+
 /// Records a new hold. The caller has locked the seat and checked it is free.
 pub async fn insert_hold(
     conn: &mut DbConn,
-    user: &UserId,
-    concert: ConcertId,
-    schedule: ScheduleId,
-    seat: SeatNo,
-    price: Points,
-    held_until: DateTime<Utc>,
+    hold: NewHold<'_>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Reservation> {
+    let NewHold {
+        user,
+        concert,
+        schedule,
+        seat,
+        price,
+        held_until,
+    } = hold;
     diesel::insert_into(reservations::table)
         .values((
             reservations::user_id.eq(user.as_str()),
@@ -106,11 +120,13 @@ pub async fn insert_hold(
     let id = diesel::select(last_insert_id()).get_result(conn).await?;
     // The seat row is locked and its hold condition re-checked in the WHERE clause:
     // this UPDATE is what makes the hold true, so it must touch exactly one row.
-    let held = diesel::update(seats::table.find((schedule.0, seat.get())))
+    let updated = diesel::update(seats::table.find((schedule.0, seat.get())))
         .filter(
-            seats::status.eq(SeatState::Available.as_str()).or(seats::status
-                .eq(SeatState::Held.as_str())
-                .and(seats::held_until.le(naive(now)))),
+            seats::status
+                .eq(SeatState::Available.as_str())
+                .or(seats::status
+                    .eq(SeatState::Held.as_str())
+                    .and(seats::held_until.le(naive(now)))),
         )
         .set((
             seats::status.eq(SeatState::Held.as_str()),
@@ -119,7 +135,10 @@ pub async fn insert_hold(
         ))
         .execute(conn)
         .await?;
-    anyhow::ensure!(held == 1, "seat {schedule}/{seat} changed under its row lock");
+    anyhow::ensure!(
+        updated == 1,
+        "seat {schedule}/{seat} changed under its row lock"
+    );
     Ok(Reservation {
         id: ReservationId(id),
         user_id: user.clone(),
@@ -183,7 +202,10 @@ pub async fn set_status(
 ) -> QueryResult<usize> {
     let ids: Vec<u64> = ids.iter().map(|id| id.0).collect();
     diesel::update(reservations::table.filter(reservations::id.eq_any(ids)))
-        .set((reservations::status.eq(status.as_str()), reservations::updated_at.eq(naive(now))))
+        .set((
+            reservations::status.eq(status.as_str()),
+            reservations::updated_at.eq(naive(now)),
+        ))
         .execute(conn)
         .await
 }
@@ -214,7 +236,10 @@ pub async fn sell_seat(conn: &mut DbConn, r: &Reservation) -> QueryResult<bool> 
             .filter(seats::reservation_id.eq(r.id.0))
             .filter(seats::status.eq(SeatState::Held.as_str())),
     )
-    .set((seats::status.eq(SeatState::Sold.as_str()), seats::held_until.eq(None::<NaiveDateTime>)))
+    .set((
+        seats::status.eq(SeatState::Sold.as_str()),
+        seats::held_until.eq(None::<NaiveDateTime>),
+    ))
     .execute(conn)
     .await?;
     Ok(sold == 1)

@@ -102,5 +102,13 @@ diesel::table! {
 
 diesel::joinable!(schedules -> concerts (concert_id));
 diesel::allow_tables_to_appear_in_same_query!(
-    concerts, schedules, seats, reservations, wallets, point_ledger, payments, idempotency_keys, outbox,
+    concerts,
+    schedules,
+    seats,
+    reservations,
+    wallets,
+    point_ledger,
+    payments,
+    idempotency_keys,
+    outbox,
 );

@@ -68,7 +68,9 @@ pub async fn lock(conn: &mut DbConn, user: &UserId, now: DateTime<Utc>) -> Query
         .set(wallets::user_id.eq(wallets::user_id))
         .execute(conn)
         .await?;
-    lock_existing(conn, user).await.map(|b| Points(b.unwrap_or(0)))
+    lock_existing(conn, user)
+        .await
+        .map(|b| Points(b.unwrap_or(0)))
 }
 
 async fn lock_existing(conn: &mut DbConn, user: &UserId) -> QueryResult<Option<u64>> {
@@ -94,9 +96,14 @@ pub async fn apply(
     // `balance = old` re-checks what the caller read under the lock; if anything
     // ever wrote past the lock this fails instead of losing an update.
     let updated = diesel::update(
-        wallets::table.find(user.as_str()).filter(wallets::balance.eq(old.0)),
+        wallets::table
+            .find(user.as_str())
+            .filter(wallets::balance.eq(old.0)),
     )
-    .set((wallets::balance.eq(new.0), wallets::updated_at.eq(naive(now))))
+    .set((
+        wallets::balance.eq(new.0),
+        wallets::updated_at.eq(naive(now)),
+    ))
     .execute(conn)
     .await?;
     anyhow::ensure!(updated == 1, "wallet balance changed under its row lock");

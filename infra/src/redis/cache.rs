@@ -73,7 +73,12 @@ pub struct Cache {
 
 impl Cache {
     pub fn new(pool: RedisPool, keys: Keys, ttl: Duration, metrics: Metrics) -> Self {
-        Self { pool, keys, ttl, metrics }
+        Self {
+            pool,
+            keys,
+            ttl,
+            metrics,
+        }
     }
 
     /// The cached bytes of `entry`, or `load`'s, which are then cached.
@@ -112,7 +117,8 @@ impl Cache {
     pub async fn invalidate(&self, entries: &[Entry]) {
         let mut pipe = redis::pipe();
         for entry in entries {
-            pipe.incr(format!("{}:gen", self.keys.cache(entry)), 1).ignore();
+            pipe.incr(format!("{}:gen", self.keys.cache(entry)), 1)
+                .ignore();
         }
         let result: RedisResult<()> = async {
             let mut conn = self.pool.get().await?;
@@ -134,7 +140,13 @@ impl Cache {
         Ok((generation, value.map(Bytes::from)))
     }
 
-    async fn store(&self, key: &str, generation: &str, body: &[u8], ttl: Duration) -> RedisResult<()> {
+    async fn store(
+        &self,
+        key: &str,
+        generation: &str,
+        body: &[u8],
+        ttl: Duration,
+    ) -> RedisResult<()> {
         let mut conn = self.pool.get().await?;
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         redis::cmd("SET")

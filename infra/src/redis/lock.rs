@@ -31,7 +31,11 @@ pub struct SeatLock {
 }
 
 /// Tries once; `None` means someone else holds it right now.
-pub async fn try_acquire(pool: &RedisPool, key: String, ttl: Duration) -> RedisResult<Option<SeatLock>> {
+pub async fn try_acquire(
+    pool: &RedisPool,
+    key: String,
+    ttl: Duration,
+) -> RedisResult<Option<SeatLock>> {
     let value = format!("{:032x}", rand::rng().random::<u128>());
     let mut conn = pool.get().await?;
     let set: Option<String> = redis::cmd("SET")
@@ -48,7 +52,11 @@ pub async fn try_acquire(pool: &RedisPool, key: String, ttl: Duration) -> RedisR
 impl SeatLock {
     pub async fn release(self, pool: &RedisPool) -> RedisResult<()> {
         let mut conn = pool.get().await?;
-        RELEASE.key(&self.key).arg(&self.value).invoke_async::<i64>(&mut *conn).await?;
+        RELEASE
+            .key(&self.key)
+            .arg(&self.value)
+            .invoke_async::<i64>(&mut *conn)
+            .await?;
         Ok(())
     }
 }

@@ -49,14 +49,19 @@ pub struct RedisConn {
 
 impl std::fmt::Debug for RedisConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisConn").field("broken", &self.broken).finish_non_exhaustive()
+        f.debug_struct("RedisConn")
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
     }
 }
 
 impl RedisConn {
     fn note<T>(&self, result: &Result<T, RedisError>) {
         if let Err(e) = result
-            && (e.is_unrecoverable_error() || e.is_io_error() || e.is_connection_dropped() || e.is_timeout())
+            && (e.is_unrecoverable_error()
+                || e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_timeout())
         {
             self.broken.store(true, Ordering::Relaxed);
         }
@@ -79,7 +84,10 @@ impl ConnectionLike for RedisConn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let result = self.inner.req_packed_commands(pipeline, offset, count).await;
+            let result = self
+                .inner
+                .req_packed_commands(pipeline, offset, count)
+                .await;
             self.note(&result);
             result
         })
@@ -95,8 +103,14 @@ impl bb8::ManageConnection for RedisManager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<Self::Connection, Self::Error> {
-        let inner = self.client.get_multiplexed_async_connection_with_config(&self.config).await?;
-        Ok(RedisConn { inner, broken: Arc::default() })
+        let inner = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        Ok(RedisConn {
+            inner,
+            broken: Arc::default(),
+        })
     }
 
     async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
@@ -128,7 +142,9 @@ pub struct Keys {
 
 impl Keys {
     pub fn new(prefix: &str) -> Self {
-        Self { prefix: prefix.to_owned() }
+        Self {
+            prefix: prefix.to_owned(),
+        }
     }
 
     pub fn prefix(&self) -> &str {

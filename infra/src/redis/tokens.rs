@@ -109,7 +109,8 @@ pub async fn resolve(
             .arg(&["user", "concert", "state", "active_until"])
             .query_async(&mut *conn)
             .await?;
-    let (Some(user), Some(concert), Some(state), Some(until)) = (user, concert, state, until) else {
+    let (Some(user), Some(concert), Some(state), Some(until)) = (user, concert, state, until)
+    else {
         return Ok(None);
     };
     let Ok(user_id) = UserId::parse(&user) else {
@@ -132,7 +133,12 @@ pub async fn resolve(
 
 /// Ends a token: after a payment, or when its user leaves. Joining again issues a
 /// new one.
-pub async fn end(pool: &RedisPool, keys: &Keys, token: &QueueToken, grant: &Grant) -> RedisResult<()> {
+pub async fn end(
+    pool: &RedisPool,
+    keys: &Keys,
+    token: &QueueToken,
+    grant: &Grant,
+) -> RedisResult<()> {
     let mut conn = pool.get().await?;
     END.key(keys.token(token))
         .key(keys.user_token(grant.concert_id, &grant.user_id))

@@ -20,7 +20,9 @@ pub async fn create_concert(
             let id = catalog::insert_concert(conn, &concert.title, &concert.artist, now).await?;
             let mut schedules = Vec::with_capacity(concert.schedules.len());
             for s in &concert.schedules {
-                schedules.push(catalog::insert_schedule(conn, id, &s.venue, s.starts_at, &s.prices).await?);
+                schedules.push(
+                    catalog::insert_schedule(conn, id, &s.venue, s.starts_at, &s.prices).await?,
+                );
             }
             Ok::<_, diesel::result::Error>((id, schedules))
         })
@@ -36,7 +38,10 @@ pub const DEMO_TITLE: &str = "boxoffice demo night";
 /// changes nothing; returns the concert either way.
 pub async fn seed_demo(svc: &Services, now: DateTime<Utc>) -> Result<ConcertId, AdminError> {
     let mut conn = svc.db().await?;
-    if let Some(id) = catalog::concert_by_title(&mut conn, DEMO_TITLE).await.map_err(anyhow::Error::from)? {
+    if let Some(id) = catalog::concert_by_title(&mut conn, DEMO_TITLE)
+        .await
+        .map_err(anyhow::Error::from)?
+    {
         return Ok(id);
     }
     drop(conn);

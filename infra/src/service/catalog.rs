@@ -15,7 +15,10 @@ pub async fn schedule_info(svc: &Services, id: ScheduleId) -> anyhow::Result<Opt
     let Some(row) = catalog::schedule(&mut conn, id).await? else {
         return Ok(None);
     };
-    let info = ScheduleInfo { concert_id: ConcertId(row.concert_id), seat_count: row.seat_count };
+    let info = ScheduleInfo {
+        concert_id: ConcertId(row.concert_id),
+        seat_count: row.seat_count,
+    };
     if let Ok(mut memo) = svc.schedules.write() {
         memo.insert(id, info);
     }
@@ -24,7 +27,9 @@ pub async fn schedule_info(svc: &Services, id: ScheduleId) -> anyhow::Result<Opt
 
 pub async fn concerts(svc: &Services) -> Result<Vec<ConcertRow>, LookupError> {
     let mut conn = svc.db().await?;
-    Ok(catalog::concerts(&mut conn).await.map_err(anyhow::Error::from)?)
+    Ok(catalog::concerts(&mut conn)
+        .await
+        .map_err(anyhow::Error::from)?)
 }
 
 pub async fn concert(svc: &Services, id: ConcertId) -> Result<ConcertRow, LookupError> {
@@ -42,10 +47,16 @@ pub async fn schedules(
     now: DateTime<Utc>,
 ) -> Result<Vec<(ScheduleRow, u64)>, LookupError> {
     let mut conn = svc.db().await?;
-    if catalog::concert(&mut conn, concert).await.map_err(anyhow::Error::from)?.is_none() {
+    if catalog::concert(&mut conn, concert)
+        .await
+        .map_err(anyhow::Error::from)?
+        .is_none()
+    {
         return Err(LookupError::ConcertNotFound);
     }
-    Ok(catalog::schedules(&mut conn, concert, now).await.map_err(anyhow::Error::from)?)
+    Ok(catalog::schedules(&mut conn, concert, now)
+        .await
+        .map_err(anyhow::Error::from)?)
 }
 
 pub async fn seat_map(
@@ -57,6 +68,8 @@ pub async fn seat_map(
         .await
         .map_err(anyhow::Error::from)?
         .ok_or(LookupError::ScheduleNotFound)?;
-    let seats = catalog::seats(&mut conn, schedule).await.map_err(anyhow::Error::from)?;
+    let seats = catalog::seats(&mut conn, schedule)
+        .await
+        .map_err(anyhow::Error::from)?;
     Ok((row, seats))
 }

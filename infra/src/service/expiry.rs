@@ -58,7 +58,11 @@ pub async fn expire_lapsed(svc: &Services, now: DateTime<Utc>) -> anyhow::Result
         let entries: Vec<Entry> = stale
             .into_iter()
             .map(|(kind, id)| {
-                if kind == 0 { Entry::SeatMap(domain::ScheduleId(id)) } else { Entry::Schedules(domain::ConcertId(id)) }
+                if kind == 0 {
+                    Entry::SeatMap(domain::ScheduleId(id))
+                } else {
+                    Entry::Schedules(domain::ConcertId(id))
+                }
             })
             .collect();
         svc.cache.invalidate(&entries).await;
@@ -70,7 +74,9 @@ pub async fn expire_lapsed(svc: &Services, now: DateTime<Utc>) -> anyhow::Result
 
 /// Runs [`expire_lapsed`] every `expiry_interval_ms` until `shutdown` resolves.
 pub async fn run(svc: Services, shutdown: impl Future<Output = ()>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(svc.settings.expiry_interval_ms.max(10)));
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        svc.settings.expiry_interval_ms.max(10),
+    ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {

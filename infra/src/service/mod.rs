@@ -48,7 +48,12 @@ impl Services {
         let keys = Keys::new(&settings.redis_key_prefix);
         let db = db::pool(&settings);
         let redis = redis_store::pool(&settings)?;
-        let cache = Cache::new(redis.clone(), keys.clone(), settings.cache_ttl(), metrics.clone());
+        let cache = Cache::new(
+            redis.clone(),
+            keys.clone(),
+            settings.cache_ttl(),
+            metrics.clone(),
+        );
         Ok(Self {
             settings: Arc::new(settings),
             db,
@@ -62,7 +67,10 @@ impl Services {
     }
 
     pub async fn db(&self) -> anyhow::Result<db::PooledConn<'_>> {
-        self.db.get().await.map_err(|e| anyhow::anyhow!("no MySQL connection: {e}"))
+        self.db
+            .get()
+            .await
+            .map_err(|e| anyhow::anyhow!("no MySQL connection: {e}"))
     }
 }
 

@@ -56,12 +56,26 @@ pub async fn pay(
                 .filter(|r| r.user_id == *user)
                 .ok_or(Abort::Outcome(PaymentError::ReservationNotFound))?;
             r.check_payable(now).map_err(Abort::Outcome)?;
-            grant.require_active_for(r.concert_id).map_err(|e| Abort::Outcome(e.into()))?;
+            grant
+                .require_active_for(r.concert_id)
+                .map_err(|e| Abort::Outcome(e.into()))?;
             let before = wallets::lock(conn, user, now).await?;
-            let after = points::debit(before, r.price).ok_or(Abort::Outcome(PaymentError::InsufficientPoints))?;
-            wallets::apply(conn, user, LedgerKind::Payment, before, after, Some(r.id), now).await?;
+            let after = points::debit(before, r.price)
+                .ok_or(Abort::Outcome(PaymentError::InsufficientPoints))?;
+            wallets::apply(
+                conn,
+                user,
+                LedgerKind::Payment,
+                before,
+                after,
+                Some(r.id),
+                now,
+            )
+            .await?;
             let payment_id = match payments::insert(conn, r.id, user, r.price, now).await {
-                Err(e) if is_unique_violation(&e) => return Err(Abort::Outcome(PaymentError::AlreadyPaid)),
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(Abort::Outcome(PaymentError::AlreadyPaid));
+                }
                 other => other?,
             };
             reservations::set_status(conn, &[r.id], ReservationStatus::Confirmed, now).await?;
@@ -94,7 +108,12 @@ pub async fn pay(
         .await;
     match paid {
         Ok((receipt, r)) => {
-            svc.cache.invalidate(&[Entry::SeatMap(r.schedule_id), Entry::Schedules(r.concert_id)]).await;
+            svc.cache
+                .invalidate(&[
+                    Entry::SeatMap(r.schedule_id),
+                    Entry::Schedules(r.concert_id),
+                ])
+                .await;
             if let Err(e) = tokens::end(&svc.redis, &svc.keys, token, grant).await {
                 // The sale stands; the token lapses by itself at active-until.
                 tracing::warn!(error = %e, "could not end the queue token after payment");
@@ -103,9 +122,14 @@ pub async fn pay(
         }
         Err(Abort::Outcome(e)) => Err(e),
         Err(Abort::Failed(e)) => Err(PaymentError::Internal(e)),
-        Err(Abort::Replay) => match idempotency::stored(&mut conn, user, Scope::Payment, key, &hash).await? {
-            Stored::Replay(body) => Ok((serde_json::from_str(&body).map_err(anyhow::Error::from)?, true)),
-            Stored::Mismatch => Err(PaymentError::IdempotencyKeyReused),
-        },
+        Err(Abort::Replay) => {
+            match idempotency::stored(&mut conn, user, Scope::Payment, key, &hash).await? {
+                Stored::Replay(body) => Ok((
+                    serde_json::from_str(&body).map_err(anyhow::Error::from)?,
+                    true,
+                )),
+                Stored::Mismatch => Err(PaymentError::IdempotencyKeyReused),
+            }
+        }
     }
 }

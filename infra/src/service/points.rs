@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Abort, Services};
 use crate::db::idempotency::{self, Scope, Stored};
-use crate::db::wallets::{self, LedgerKind, LedgerRow};
 use crate::db::outbox;
+use crate::db::wallets::{self, LedgerKind, LedgerRow};
 
 /// What a top-up answers, stored to replay for the same Idempotency-Key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,12 +40,28 @@ pub async fn charge(
                 return Err(Abort::Replay);
             }
             let before = wallets::lock(conn, user, now).await?;
-            let after = points::credit(before, amount).ok_or(Abort::Outcome(ChargeError::BalanceLimit))?;
+            let after =
+                points::credit(before, amount).ok_or(Abort::Outcome(ChargeError::BalanceLimit))?;
             wallets::apply(conn, user, LedgerKind::Charge, before, after, None, now).await?;
-            let event = DomainEvent::PointsCharged { user_id: user.clone(), amount: amount.points(), balance: after };
+            let event = DomainEvent::PointsCharged {
+                user_id: user.clone(),
+                amount: amount.points(),
+                balance: after,
+            };
             outbox::append(conn, vec![event], now).await?;
-            let receipt = ChargeReceipt { amount: amount.points(), balance: after, charged_at: now };
-            idempotency::record(conn, user, Scope::Charge, key, &serde_json::to_string(&receipt).map_err(anyhow::Error::from)?).await?;
+            let receipt = ChargeReceipt {
+                amount: amount.points(),
+                balance: after,
+                charged_at: now,
+            };
+            idempotency::record(
+                conn,
+                user,
+                Scope::Charge,
+                key,
+                &serde_json::to_string(&receipt).map_err(anyhow::Error::from)?,
+            )
+            .await?;
             Ok(receipt)
         })
         .await;
@@ -53,10 +69,15 @@ pub async fn charge(
         Ok(receipt) => Ok((receipt, false)),
         Err(Abort::Outcome(e)) => Err(e),
         Err(Abort::Failed(e)) => Err(ChargeError::Internal(e)),
-        Err(Abort::Replay) => match idempotency::stored(&mut conn, user, Scope::Charge, key, &hash).await? {
-            Stored::Replay(body) => Ok((serde_json::from_str(&body).map_err(anyhow::Error::from)?, true)),
-            Stored::Mismatch => Err(ChargeError::IdempotencyKeyReused),
-        },
+        Err(Abort::Replay) => {
+            match idempotency::stored(&mut conn, user, Scope::Charge, key, &hash).await? {
+                Stored::Replay(body) => Ok((
+                    serde_json::from_str(&body).map_err(anyhow::Error::from)?,
+                    true,
+                )),
+                Stored::Mismatch => Err(ChargeError::IdempotencyKeyReused),
+            }
+        }
     }
 }
 

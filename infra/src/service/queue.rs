@@ -17,9 +17,16 @@ pub async fn join(
     if !concert_exists(svc, concert).await? {
         return Err(JoinError::ConcertNotFound);
     }
-    tokens::issue(&svc.redis, &svc.keys, user, concert, svc.settings.token_active_for(), now)
-        .await
-        .map_err(|e| JoinError::Unavailable(e.into()))
+    tokens::issue(
+        &svc.redis,
+        &svc.keys,
+        user,
+        concert,
+        svc.settings.token_active_for(),
+        now,
+    )
+    .await
+    .map_err(|e| JoinError::Unavailable(e.into()))
 }
 
 /// Who a bearer token belongs to and what it may do. Malformed tokens are refused
@@ -45,7 +52,11 @@ pub async fn leave(svc: &Services, token: &QueueToken, grant: &Grant) -> Result<
 
 /// Concerts are never deleted, so a concert seen once is remembered.
 async fn concert_exists(svc: &Services, concert: ConcertId) -> anyhow::Result<bool> {
-    if svc.concerts.read().is_ok_and(|known| known.contains(&concert)) {
+    if svc
+        .concerts
+        .read()
+        .is_ok_and(|known| known.contains(&concert))
+    {
         return Ok(true);
     }
     let mut conn = svc.db().await?;

@@ -7,11 +7,12 @@ use diesel_async::AsyncConnection as _;
 use domain::reservation::Release;
 use domain::token::Grant;
 use domain::{
-    DomainEvent, HoldError, ReleaseError, Reservation, ReservationId, ReservationStatus, ScheduleId,
-    SeatNo,
+    DomainEvent, HoldError, ReleaseError, Reservation, ReservationId, ReservationStatus,
+    ScheduleId, SeatNo,
 };
 
 use super::{Abort, Services, catalog};
+use crate::db::reservations::NewHold;
 use crate::db::{outbox, reservations};
 use crate::redis::cache::Entry;
 use crate::redis::lock;
@@ -29,17 +30,23 @@ pub async fn hold(
     seat: SeatNo,
     now: DateTime<Utc>,
 ) -> Result<Reservation, HoldError> {
-    let info = catalog::schedule_info(svc, schedule).await?.ok_or(HoldError::ScheduleNotFound)?;
+    let info = catalog::schedule_info(svc, schedule)
+        .await?
+        .ok_or(HoldError::ScheduleNotFound)?;
     grant.require_active_for(info.concert_id)?;
     if seat.get() > info.seat_count {
         return Err(HoldError::SeatNotFound);
     }
-    let lock = lock::try_acquire(&svc.redis, svc.keys.seat_lock(schedule, seat), SEAT_LOCK_TTL)
-        .await
-        // Fail closed: without the lock we could still not oversell, but we would
-        // send the whole crowd to MySQL; refusing is the safer overload behaviour.
-        .map_err(|e| HoldError::Unavailable(e.into()))?
-        .ok_or(HoldError::SeatTaken)?;
+    let lock = lock::try_acquire(
+        &svc.redis,
+        svc.keys.seat_lock(schedule, seat),
+        SEAT_LOCK_TTL,
+    )
+    .await
+    // Fail closed: without the lock we could still not oversell, but we would
+    // send the whole crowd to MySQL; refusing is the safer overload behaviour.
+    .map_err(|e| HoldError::Unavailable(e.into()))?
+    .ok_or(HoldError::SeatTaken)?;
     let held = hold_in_db(svc, grant, info.concert_id, schedule, seat, now).await;
     if let Err(e) = lock.release(&svc.redis).await {
         tracing::warn!(error = %e, "seat lock release failed; it lapses by its TTL");
@@ -69,10 +76,15 @@ async fn hold_in_db(
             return Err(Abort::Outcome(HoldError::SeatTaken));
         }
         let price = domain::Points(locked.price);
-        let r = reservations::insert_hold(
-            conn, &grant.user_id, concert, schedule, seat, price, held_until, now,
-        )
-        .await?;
+        let hold = NewHold {
+            user: &grant.user_id,
+            concert,
+            schedule,
+            seat,
+            price,
+            held_until,
+        };
+        let r = reservations::insert_hold(conn, hold, now).await?;
         let event = DomainEvent::ReservationHeld {
             reservation_id: r.id,
             user_id: r.user_id.clone(),
@@ -130,7 +142,8 @@ pub async fn release(
                     Ok((r, false))
                 }
                 Release::FreeSeat => {
-                    reservations::set_status(conn, &[r.id], ReservationStatus::Released, now).await?;
+                    reservations::set_status(conn, &[r.id], ReservationStatus::Released, now)
+                        .await?;
                     reservations::free_seats(conn, &[r.id]).await?;
                     let event = DomainEvent::ReservationReleased {
                         reservation_id: r.id,
@@ -152,7 +165,10 @@ pub async fn release(
         })?;
     if freed {
         svc.cache
-            .invalidate(&[Entry::SeatMap(r.schedule_id), Entry::Schedules(r.concert_id)])
+            .invalidate(&[
+                Entry::SeatMap(r.schedule_id),
+                Entry::Schedules(r.concert_id),
+            ])
             .await;
     }
     Ok(r)

@@ -190,3 +190,19 @@ async fn payment_refusals_have_their_own_codes_and_debit_nothing() {
     assert_problem(no_key, StatusCode::BAD_REQUEST, "MALFORMED_REQUEST").await;
     assert_eq!(app.scalar("SELECT COUNT(*) FROM payments").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refused_payments_with_one_key_all_get_the_refusal() {
+    // Every attempt rolls back, so each waiting duplicate insert of the key then
+    // races the others: InnoDB's classic insert-after-rollback deadlock, which the
+    // use case must retry rather than answer with a 500.
+    let app = TestApp::spawn().await;
+    let (concert, schedules) = app.create_concert(&[1], 1_000).await;
+    let token = app.token(concert, "ann").await;
+    let id = app.held(&token, schedules[0], 1).await;
+    let answers = join_all((0..100).map(|_| app.pay(&token, id, "one-key"))).await;
+    for res in answers {
+        assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "INSUFFICIENT_POINTS").await;
+    }
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM idempotency_keys").await, 0);
+}

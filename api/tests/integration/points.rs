@@ -146,3 +146,19 @@ async fn concurrent_charges_and_payments_on_one_wallet_lose_no_update() {
     );
     assert_eq!(app.scalar("SELECT COUNT(*) FROM payments").await, 40);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refused_charges_with_one_key_all_get_the_refusal() {
+    let app = TestApp::spawn().await;
+    let (concert, _) = app.create_concert(&[1], 100).await;
+    let token = app.token(concert, "full").await;
+    app.execute(
+        "INSERT INTO wallets (user_id, balance, updated_at) VALUES ('full', 999999999, NOW(6))",
+    )
+    .await;
+    let answers = join_all((0..100).map(|_| app.charge(&token, 10, "one-key"))).await;
+    for res in answers {
+        assert_problem(res, StatusCode::UNPROCESSABLE_ENTITY, "BALANCE_LIMIT").await;
+    }
+    assert_eq!(app.balance(&token).await, 999_999_999);
+}

@@ -96,6 +96,19 @@ pub(crate) fn naive(at: DateTime<Utc>) -> NaiveDateTime {
     at.naive_utc()
 }
 
+/// InnoDB picked this transaction as a deadlock victim (or gave up waiting for a
+/// lock): it was rolled back whole and is safe to run again.
+pub(crate) fn is_retryable(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<DieselError>().is_some_and(|e| match e {
+        DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+        DieselError::DatabaseError(_, info) => {
+            let message = info.message();
+            message.contains("Deadlock found") || message.contains("Lock wait timeout")
+        }
+        _ => false,
+    })
+}
+
 pub(crate) fn is_unique_violation(err: &DieselError) -> bool {
     matches!(
         err,

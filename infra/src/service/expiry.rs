@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection as _;
 use domain::{DomainEvent, ReservationId, ReservationStatus};
 
-use super::{Abort, Services};
+use super::{Abort, Services, retry_deadlocks};
 use crate::db::{outbox, reservations};
 use crate::redis::cache::Entry;
 
@@ -21,8 +21,8 @@ pub async fn expire_lapsed(svc: &Services, now: DateTime<Utc>) -> anyhow::Result
     let mut total = 0;
     loop {
         let mut conn = svc.db().await?;
-        let expired = conn
-            .transaction(async |conn| {
+        let expired = retry_deadlocks!(
+            conn.transaction(async |conn| {
                 let lapsed = reservations::lock_lapsed(conn, now, batch).await?;
                 if lapsed.is_empty() {
                     return Ok::<_, Abort<()>>(lapsed);
@@ -43,10 +43,11 @@ pub async fn expire_lapsed(svc: &Services, now: DateTime<Utc>) -> anyhow::Result
                 Ok(lapsed)
             })
             .await
-            .map_err(|abort| match abort {
-                Abort::Failed(e) => e,
-                Abort::Outcome(()) | Abort::Replay => unreachable!("the worker has no outcomes"),
-            })?;
+        )
+        .map_err(|abort| match abort {
+            Abort::Failed(e) => e,
+            Abort::Outcome(()) | Abort::Replay => unreachable!("the worker has no outcomes"),
+        })?;
         if expired.is_empty() {
             return Ok(total);
         }

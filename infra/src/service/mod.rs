@@ -74,6 +74,27 @@ impl Services {
     }
 }
 
+/// Runs a transaction expression again (up to five times in all) when InnoDB
+/// rolled it back as a deadlock victim; such a rollback undid everything, so the
+/// retry is exactly a fresh attempt. Any other outcome is returned as it is.
+macro_rules! retry_deadlocks {
+    ($transaction:expr) => {{
+        let mut attempt = 1;
+        loop {
+            match $transaction {
+                Err($crate::service::Abort::Failed(e))
+                    if attempt < 5 && $crate::db::is_retryable(&e) =>
+                {
+                    tracing::debug!(attempt, "transaction deadlocked; retrying");
+                    attempt += 1;
+                }
+                outcome => break outcome,
+            }
+        }
+    }};
+}
+pub(crate) use retry_deadlocks;
+
 /// How a use case's transaction ends other than in success. Every variant rolls
 /// the transaction back.
 #[derive(Debug)]

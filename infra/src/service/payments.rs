@@ -9,7 +9,7 @@ use domain::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Abort, Services};
+use super::{Abort, Services, retry_deadlocks};
 use crate::db::idempotency::{self, Scope, Stored};
 use crate::db::wallets::{self, LedgerKind};
 use crate::db::{is_unique_violation, outbox, payments, reservations};
@@ -28,8 +28,8 @@ pub struct PaymentReceipt {
 
 /// Pays `reservation` from the token user's points, once per Idempotency-Key.
 ///
-/// In one transaction: claim the key, lock the reservation (the owner's, still
-/// held), lock and debit the wallet, write the ledger row, the payment (unique per
+/// In one transaction: lock the reservation (the owner's), claim the key, check
+/// it is still held, lock and debit the wallet, write the ledger row, the payment (unique per
 /// reservation), the confirmation, the sold seat and the outbox event. Afterwards
 /// the user's queue token ends and the seat map is invalidated.
 ///
@@ -46,15 +46,19 @@ pub async fn pay(
     let user = &grant.user_id;
     let hash = idempotency::request_hash(&format!("payment:{reservation}"));
     let mut conn = svc.db().await?;
-    let paid = conn
-        .transaction(async |conn| {
-            if !idempotency::claim(conn, user, Scope::Payment, key, &hash, now).await? {
-                return Err(Abort::Replay);
-            }
+    let paid = retry_deadlocks!(
+        conn.transaction(async |conn| {
+            // The reservation's row lock comes first: it queues every payment of
+            // this reservation, so retries with one key wait here one at a time
+            // instead of piling up on the key's insert (where a rolled-back first
+            // attempt would leave them to deadlock each other).
             let r = reservations::lock(conn, reservation)
                 .await?
                 .filter(|r| r.user_id == *user)
                 .ok_or(Abort::Outcome(PaymentError::ReservationNotFound))?;
+            if !idempotency::claim(conn, user, Scope::Payment, key, &hash, now).await? {
+                return Err(Abort::Replay);
+            }
             r.check_payable(now).map_err(Abort::Outcome)?;
             grant
                 .require_active_for(r.concert_id)
@@ -105,7 +109,8 @@ pub async fn pay(
             idempotency::record(conn, user, Scope::Payment, key, &body).await?;
             Ok((receipt, r))
         })
-        .await;
+        .await
+    );
     match paid {
         Ok((receipt, r)) => {
             svc.cache

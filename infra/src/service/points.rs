@@ -5,7 +5,7 @@ use diesel_async::AsyncConnection as _;
 use domain::{ChargeAmount, ChargeError, DomainEvent, IdempotencyKey, Points, UserId, points};
 use serde::{Deserialize, Serialize};
 
-use super::{Abort, Services};
+use super::{Abort, Services, retry_deadlocks};
 use crate::db::idempotency::{self, Scope, Stored};
 use crate::db::outbox;
 use crate::db::wallets::{self, LedgerKind, LedgerRow};
@@ -34,12 +34,14 @@ pub async fn charge(
 ) -> Result<(ChargeReceipt, bool), ChargeError> {
     let hash = idempotency::request_hash(&format!("charge:{}", amount.points()));
     let mut conn = svc.db().await?;
-    let charged = conn
-        .transaction(async |conn| {
+    let charged = retry_deadlocks!(
+        conn.transaction(async |conn| {
+            // Wallet lock first, so charges with one key queue on it rather than
+            // on the key's insert (see `payments::pay`).
+            let before = wallets::lock(conn, user, now).await?;
             if !idempotency::claim(conn, user, Scope::Charge, key, &hash, now).await? {
                 return Err(Abort::Replay);
             }
-            let before = wallets::lock(conn, user, now).await?;
             let after =
                 points::credit(before, amount).ok_or(Abort::Outcome(ChargeError::BalanceLimit))?;
             wallets::apply(conn, user, LedgerKind::Charge, before, after, None, now).await?;
@@ -64,7 +66,8 @@ pub async fn charge(
             .await?;
             Ok(receipt)
         })
-        .await;
+        .await
+    );
     match charged {
         Ok(receipt) => Ok((receipt, false)),
         Err(Abort::Outcome(e)) => Err(e),

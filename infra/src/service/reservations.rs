@@ -11,7 +11,7 @@ use domain::{
     ScheduleId, SeatNo,
 };
 
-use super::{Abort, Services, catalog};
+use super::{Abort, Services, catalog, retry_deadlocks};
 use crate::db::reservations::NewHold;
 use crate::db::{outbox, reservations};
 use crate::redis::cache::Entry;
@@ -68,36 +68,38 @@ async fn hold_in_db(
 ) -> Result<Reservation, HoldError> {
     let held_until = svc.settings.hold_seconds.ends_at(now);
     let mut conn = svc.db().await?;
-    conn.transaction(async |conn| {
-        let locked = reservations::lock_seat(conn, schedule, seat)
-            .await?
-            .ok_or(Abort::Outcome(HoldError::SeatNotFound))?;
-        if !locked.can_hold(now) {
-            return Err(Abort::Outcome(HoldError::SeatTaken));
-        }
-        let price = domain::Points(locked.price);
-        let hold = NewHold {
-            user: &grant.user_id,
-            concert,
-            schedule,
-            seat,
-            price,
-            held_until,
-        };
-        let r = reservations::insert_hold(conn, hold, now).await?;
-        let event = DomainEvent::ReservationHeld {
-            reservation_id: r.id,
-            user_id: r.user_id.clone(),
-            concert_id: concert,
-            schedule_id: schedule,
-            seat_no: seat,
-            price,
-            held_until,
-        };
-        outbox::append(conn, vec![event], now).await?;
-        Ok(r)
-    })
-    .await
+    retry_deadlocks!(
+        conn.transaction(async |conn| {
+            let locked = reservations::lock_seat(conn, schedule, seat)
+                .await?
+                .ok_or(Abort::Outcome(HoldError::SeatNotFound))?;
+            if !locked.can_hold(now) {
+                return Err(Abort::Outcome(HoldError::SeatTaken));
+            }
+            let price = domain::Points(locked.price);
+            let hold = NewHold {
+                user: &grant.user_id,
+                concert,
+                schedule,
+                seat,
+                price,
+                held_until,
+            };
+            let r = reservations::insert_hold(conn, hold, now).await?;
+            let event = DomainEvent::ReservationHeld {
+                reservation_id: r.id,
+                user_id: r.user_id.clone(),
+                concert_id: concert,
+                schedule_id: schedule,
+                seat_no: seat,
+                price,
+                held_until,
+            };
+            outbox::append(conn, vec![event], now).await?;
+            Ok(r)
+        })
+        .await
+    )
     .map_err(|abort| match abort {
         Abort::Outcome(e) => e,
         Abort::Replay => unreachable!("holds take no Idempotency-Key"),
@@ -130,8 +132,8 @@ pub async fn release(
     now: DateTime<Utc>,
 ) -> Result<Reservation, ReleaseError> {
     let mut conn = svc.db().await?;
-    let (r, freed) = conn
-        .transaction(async |conn| {
+    let (r, freed) = retry_deadlocks!(
+        conn.transaction(async |conn| {
             let mut r = reservations::lock(conn, id)
                 .await?
                 .filter(|r| r.user_id == grant.user_id)
@@ -158,11 +160,12 @@ pub async fn release(
             }
         })
         .await
-        .map_err(|abort| match abort {
-            Abort::Outcome(e) => e,
-            Abort::Replay => unreachable!("releases take no Idempotency-Key"),
-            Abort::Failed(e) => ReleaseError::Internal(e),
-        })?;
+    )
+    .map_err(|abort| match abort {
+        Abort::Outcome(e) => e,
+        Abort::Replay => unreachable!("releases take no Idempotency-Key"),
+        Abort::Failed(e) => ReleaseError::Internal(e),
+    })?;
     if freed {
         svc.cache
             .invalidate(&[

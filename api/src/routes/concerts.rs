@@ -91,11 +91,7 @@ pub struct SeatMap {
 #[derive(Debug, ApiResponse)]
 pub enum ConcertsResponse {
     /// All concerts on sale.
-    #[oai(
-        status = 200,
-        content_type = "application/json; charset=utf-8",
-        actual_type = "poem_openapi::payload::Json<ConcertList>"
-    )]
+    #[oai(status = 200, actual_type = "poem_openapi::payload::Json<ConcertList>")]
     Ok(Binary<Bytes>),
 }
 
@@ -104,7 +100,6 @@ pub enum SchedulesResponse {
     /// The concert's schedules, soonest first.
     #[oai(
         status = 200,
-        content_type = "application/json; charset=utf-8",
         actual_type = "poem_openapi::payload::Json<ScheduleList>"
     )]
     Ok(Binary<Bytes>),
@@ -113,11 +108,7 @@ pub enum SchedulesResponse {
 #[derive(Debug, ApiResponse)]
 pub enum SeatMapResponse {
     /// Every seat of the schedule with its price and status.
-    #[oai(
-        status = 200,
-        content_type = "application/json; charset=utf-8",
-        actual_type = "poem_openapi::payload::Json<SeatMap>"
-    )]
+    #[oai(status = 200, actual_type = "poem_openapi::payload::Json<SeatMap>")]
     Ok(Binary<Bytes>),
 }
 
@@ -147,11 +138,14 @@ impl ConcertsApi {
     ///
     /// With the number of seats still free on each.
     #[oai(
-        path = "/v1/concerts/:concert_id/schedules",
+        path = "/v1/concerts/:concertId/schedules",
         method = "get",
         operation_id = "listSchedules"
     )]
-    async fn schedules(&self, concert_id: Path<u64>) -> ApiResult<SchedulesResponse> {
+    async fn schedules(
+        &self,
+        #[oai(name = "concertId")] concert_id: Path<u64>,
+    ) -> ApiResult<SchedulesResponse> {
         let concert = ConcertId(concert_id.0);
         let body = self
             .svc
@@ -179,11 +173,14 @@ impl ConcertsApi {
     ///
     /// Never stale: every hold, release, expiry and payment invalidates it.
     #[oai(
-        path = "/v1/schedules/:schedule_id/seats",
+        path = "/v1/schedules/:scheduleId/seats",
         method = "get",
         operation_id = "getSeatMap"
     )]
-    async fn seat_map(&self, schedule_id: Path<u64>) -> ApiResult<SeatMapResponse> {
+    async fn seat_map(
+        &self,
+        #[oai(name = "scheduleId")] schedule_id: Path<u64>,
+    ) -> ApiResult<SeatMapResponse> {
         let schedule = ScheduleId(schedule_id.0);
         let body = self
             .svc

@@ -111,14 +111,14 @@ impl ReservationsApi {
 
     /// Get one of my reservations
     #[oai(
-        path = "/:reservation_id",
+        path = "/:reservationId",
         method = "get",
         operation_id = "getReservation"
     )]
     async fn get(
         &self,
         auth: QueueAuth,
-        reservation_id: Path<u64>,
+        #[oai(name = "reservationId")] reservation_id: Path<u64>,
     ) -> ApiResult<Json<ReservationBody>> {
         let r = reservations::get(
             &self.svc,
@@ -135,14 +135,14 @@ impl ReservationsApi {
     /// Frees the seat at once. Releasing again, or after the hold ran out, changes
     /// nothing; a paid reservation cannot be released (`409 ALREADY_PAID`).
     #[oai(
-        path = "/:reservation_id",
+        path = "/:reservationId",
         method = "delete",
         operation_id = "releaseReservation"
     )]
     async fn release(
         &self,
         auth: QueueAuth,
-        reservation_id: Path<u64>,
+        #[oai(name = "reservationId")] reservation_id: Path<u64>,
     ) -> ApiResult<Json<ReservationBody>> {
         let r = reservations::release(
             &self.svc,

@@ -233,6 +233,12 @@ impl ApiError {
 
     /// Logs the cause (once, here) and answers with nothing of it.
     fn internal(cause: &anyhow::Error) -> Self {
+        if cause
+            .downcast_ref::<infra::service::DependencyDown>()
+            .is_some()
+        {
+            return Self::unavailable(cause);
+        }
         tracing::error!(error = format!("{cause:#}"), "request failed");
         Self::new(
             ErrorCode::Internal,

@@ -21,6 +21,8 @@ pub struct Settings {
     pub database_url: SecretString,
     /// Connections the MySQL pool keeps at most.
     pub database_pool_size: u32,
+    /// How long a call waits for a MySQL connection before answering 503 (ms).
+    pub database_timeout_ms: u64,
     /// Redis URL, e.g. `redis://127.0.0.1:6379`.
     pub redis_url: SecretString,
     /// Multiplexed Redis connections in the pool.
@@ -55,6 +57,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             database_url: "mysql://root@127.0.0.1:3306/boxoffice".into(),
             database_pool_size: 16,
+            database_timeout_ms: 5_000,
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_pool_size: 4,
             redis_key_prefix: "bo".into(),

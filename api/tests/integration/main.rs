@@ -14,7 +14,7 @@ mod auth;
 mod bad_input;
 mod lookups;
 mod openapi;
+mod outages;
 mod payments;
 mod points;
-mod redis_outage;
 mod reservations;

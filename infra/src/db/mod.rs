@@ -40,7 +40,9 @@ pub fn pool(settings: &Settings) -> DbPool {
         AsyncDieselConnectionManager::<DbConn>::new(settings.database_url.expose_secret());
     DbPool::builder()
         .max_size(settings.database_pool_size)
-        .connection_timeout(std::time::Duration::from_secs(5))
+        .connection_timeout(std::time::Duration::from_millis(
+            settings.database_timeout_ms,
+        ))
         .build_unchecked(manager)
 }
 

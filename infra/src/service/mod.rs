@@ -67,12 +67,17 @@ impl Services {
     }
 
     pub async fn db(&self) -> anyhow::Result<db::PooledConn<'_>> {
-        self.db
-            .get()
-            .await
-            .map_err(|e| anyhow::anyhow!("no MySQL connection: {e}"))
+        self.db.get().await.map_err(|e| {
+            anyhow::Error::new(DependencyDown("MySQL")).context(format!("no MySQL connection: {e}"))
+        })
     }
 }
+
+/// A dependency could not be reached at all (as opposed to a query that failed).
+/// It travels inside `Internal` errors; the API answers it with 503, not 500.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is unreachable")]
+pub struct DependencyDown(pub &'static str);
 
 /// Runs a transaction expression again (up to five times in all) when InnoDB
 /// rolled it back as a deadlock victim; such a rollback undid everything, so the

@@ -1,4 +1,4 @@
-//! Redis down: nothing is oversold, lock-protected calls answer 503, lookups fall
+//! Dependencies down. Redis down: nothing is oversold, lock-protected calls answer 503, lookups fall
 //! back to MySQL, and the app heals when Redis returns. Uses a Redis of its own so
 //! stopping it disturbs no other test.
 
@@ -155,4 +155,40 @@ async fn with_redis_down_nothing_is_oversold_and_lookups_still_work() {
         3
     );
     assert_eq!(app.scalar("SELECT COUNT(*) FROM reservations").await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mysql_unreachable_calls_answer_503_not_500() {
+    let closed = free_port();
+    let app = TestApp::spawn_with(|s| {
+        s.database_url = format!("mysql://root@127.0.0.1:{closed}/nowhere").into();
+        s.database_timeout_ms = 300;
+        s.migrate_on_start = false;
+    })
+    .await;
+    assert_problem(
+        app.get("/v1/concerts", None).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+    )
+    .await;
+    assert_problem(
+        app.get("/v1/schedules/1/seats", None).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+    )
+    .await;
+    assert_problem(
+        app.join(1, "ann").await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+    )
+    .await;
+    let ready = app.get("/health/ready", None).await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        ready.json::<serde_json::Value>().await.unwrap()["mysql"],
+        "down"
+    );
+    assert_eq!(app.get("/health/live", None).await.status(), StatusCode::OK);
 }

@@ -1,6 +1,7 @@
-//! Dependencies down. Redis down: nothing is oversold, lock-protected calls answer 503, lookups fall
-//! back to MySQL, and the app heals when Redis returns. Uses a Redis of its own so
-//! stopping it disturbs no other test.
+//! Dependencies down. Redis down: nothing is oversold, lock-protected calls answer
+//! 503, lookups fall back to MySQL, and the app heals when Redis returns (with a
+//! Redis of its own, so stopping it disturbs no other test). MySQL unreachable:
+//! 503, not 500.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

@@ -13,7 +13,7 @@ pub mod wallets;
 use anyhow::Context as _;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::{
     AsyncConnection as _, AsyncMigrationHarness, AsyncMysqlConnection, RunQueryDsl,
 };
@@ -36,14 +36,31 @@ diesel::define_sql_function! {
 /// A pool that connects lazily, so `serve` starts (and `/health/ready` says why it
 /// is not ready) even while MySQL is still coming up.
 pub fn pool(settings: &Settings) -> DbPool {
-    let manager =
-        AsyncDieselConnectionManager::<DbConn>::new(settings.database_url.expose_secret());
+    let mut config = ManagerConfig::<DbConn>::default();
+    config.custom_setup = Box::new(|url| Box::pin(establish(url)));
+    let manager = AsyncDieselConnectionManager::<DbConn>::new_with_config(
+        settings.database_url.expose_secret(),
+        config,
+    );
     DbPool::builder()
         .max_size(settings.database_pool_size)
         .connection_timeout(std::time::Duration::from_millis(
             settings.database_timeout_ms,
         ))
         .build_unchecked(manager)
+}
+
+/// Every write path takes the row locks it relies on explicitly (`FOR UPDATE`,
+/// conditional updates), so REPEATABLE READ's snapshots buy nothing, while its gap
+/// locks make concurrent holds, payments and the expiry scan deadlock each other.
+/// READ COMMITTED keeps only the record locks.
+async fn establish(url: &str) -> diesel::ConnectionResult<DbConn> {
+    let mut conn = DbConn::establish(url).await?;
+    diesel::sql_query("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        .execute(&mut conn)
+        .await
+        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
 }
 
 /// Creates the database if it is missing, then applies pending migrations.

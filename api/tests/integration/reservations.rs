@@ -309,3 +309,90 @@ async fn a_lapsed_hold_is_reused_at_once_even_before_the_worker_runs() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_seat_is_refused_by_its_redis_marker_and_by_mysql_without_it() {
+    let app = TestApp::spawn().await;
+    let (concert, schedules) = app.create_concert(&[3], 100).await;
+    let schedule = schedules[0];
+    let ann = app.token(concert, "ann").await;
+    let bob = app.token(concert, "bob").await;
+    let held = app.held(&ann, schedule, 1).await;
+    let marker = app.svc.keys.seat_lock(
+        domain::ScheduleId(schedule),
+        domain::SeatNo::parse(1).unwrap(),
+    );
+    let mut redis = app.svc.redis.get().await.unwrap();
+    let value: String = redis::cmd("GET")
+        .arg(&marker)
+        .query_async(&mut *redis)
+        .await
+        .unwrap();
+    assert_eq!(value, format!("r:{held}"), "the hold marks its seat");
+
+    // The marker alone answers: even with MySQL (artificially) saying free, no new hold.
+    app.execute(&format!(
+        "UPDATE seats SET status = 'AVAILABLE' WHERE schedule_id = {schedule} AND seat_no = 1"
+    ))
+    .await;
+    assert_problem(
+        app.hold(&bob, schedule, 1).await,
+        StatusCode::CONFLICT,
+        "SEAT_TAKEN",
+    )
+    .await;
+    app.execute(&format!(
+        "UPDATE seats SET status = 'HELD' WHERE schedule_id = {schedule} AND seat_no = 1"
+    ))
+    .await;
+
+    // Without the marker (Redis lost it), MySQL still refuses.
+    redis::cmd("DEL")
+        .arg(&marker)
+        .query_async::<()>(&mut *redis)
+        .await
+        .unwrap();
+    assert_problem(
+        app.hold(&bob, schedule, 1).await,
+        StatusCode::CONFLICT,
+        "SEAT_TAKEN",
+    )
+    .await;
+
+    // Paying turns the marker into "sold"; releasing would have removed it.
+    app.charge(&ann, 100, "c").await;
+    let id = app.held(&ann, schedule, 2).await;
+    assert_eq!(app.pay(&ann, id, "p").await.status(), StatusCode::CREATED);
+    let sold_key = app.svc.keys.seat_lock(
+        domain::ScheduleId(schedule),
+        domain::SeatNo::parse(2).unwrap(),
+    );
+    let sold: String = redis::cmd("GET")
+        .arg(&sold_key)
+        .query_async(&mut *redis)
+        .await
+        .unwrap();
+    assert_eq!(sold, "sold");
+    assert_problem(
+        app.hold(&bob, schedule, 2).await,
+        StatusCode::CONFLICT,
+        "SEAT_TAKEN",
+    )
+    .await;
+    let id = app.held(&bob, schedule, 3).await;
+    app.http
+        .delete(app.url(&format!("/v1/reservations/{id}")))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    let gone: Option<String> = redis::cmd("GET")
+        .arg(app.svc.keys.seat_lock(
+            domain::ScheduleId(schedule),
+            domain::SeatNo::parse(3).unwrap(),
+        ))
+        .query_async(&mut *redis)
+        .await
+        .unwrap();
+    assert_eq!(gone, None, "a release clears the marker");
+}

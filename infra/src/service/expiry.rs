@@ -14,6 +14,7 @@ use domain::{DomainEvent, ReservationId, ReservationStatus};
 use super::{Abort, Services, retry_deadlocks};
 use crate::db::{outbox, reservations};
 use crate::redis::cache::Entry;
+use crate::redis::lock;
 
 /// Expires every hold lapsed at `now`, one batch per transaction. Returns how many.
 pub async fn expire_lapsed(svc: &Services, now: DateTime<Utc>) -> anyhow::Result<usize> {
@@ -52,6 +53,17 @@ pub async fn expire_lapsed(svc: &Services, now: DateTime<Utc>) -> anyhow::Result
             return Ok(total);
         }
         total += expired.len();
+        let markers = expired.iter().map(|r| {
+            let key = svc.keys.seat_lock(r.schedule_id, r.seat_no);
+            async move { lock::clear_hold(&svc.redis, &key, r.id).await }
+        });
+        if futures::future::join_all(markers)
+            .await
+            .iter()
+            .any(Result::is_err)
+        {
+            tracing::warn!("some seat markers were not cleared; they lapse with their holds");
+        }
         let stale: BTreeSet<_> = expired
             .iter()
             .flat_map(|r| [(0, r.schedule_id.0), (1, r.concert_id.0)])

@@ -91,6 +91,10 @@ macro_rules! retry_deadlocks {
                     if attempt < 5 && $crate::db::is_retryable(&e) =>
                 {
                     tracing::debug!(attempt, "transaction deadlocked; retrying");
+                    // A random pause, growing with each attempt, so the victims
+                    // do not collide again in the same order.
+                    let pause = rand::Rng::random_range(&mut rand::rng(), 1..=5 * attempt);
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
                     attempt += 1;
                 }
                 outcome => break outcome,

@@ -14,7 +14,7 @@ use crate::db::idempotency::{self, Scope, Stored};
 use crate::db::wallets::{self, LedgerKind};
 use crate::db::{is_unique_violation, outbox, payments, reservations};
 use crate::redis::cache::Entry;
-use crate::redis::tokens;
+use crate::redis::{lock, tokens};
 
 /// What a payment answers, stored to replay for the same Idempotency-Key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +113,10 @@ pub async fn pay(
     );
     match paid {
         Ok((receipt, r)) => {
+            let key = svc.keys.seat_lock(r.schedule_id, r.seat_no);
+            if let Err(e) = lock::mark_sold(&svc.redis, &key, r.id).await {
+                tracing::warn!(error = %e, "seat marker not set to sold; MySQL answers for the seat");
+            }
             svc.cache
                 .invalidate(&[
                     Entry::SeatMap(r.schedule_id),

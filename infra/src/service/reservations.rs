@@ -48,8 +48,13 @@ pub async fn hold(
     .map_err(|e| HoldError::Unavailable(e.into()))?
     .ok_or(HoldError::SeatTaken)?;
     let held = hold_in_db(svc, grant, info.concert_id, schedule, seat, now).await;
-    if let Err(e) = lock.release(&svc.redis).await {
-        tracing::warn!(error = %e, "seat lock release failed; it lapses by its TTL");
+    let marked = match &held {
+        // From now on a crowd on this seat gets its 409 from Redis alone.
+        Ok(r) => lock.into_hold(&svc.redis, r.id, r.held_until).await,
+        Err(_) => lock.release(&svc.redis).await,
+    };
+    if let Err(e) = marked {
+        tracing::warn!(error = %e, "seat lock update failed; it lapses by its TTL");
     }
     let reservation = held?;
     svc.cache
@@ -167,6 +172,10 @@ pub async fn release(
         Abort::Failed(e) => ReleaseError::Internal(e),
     })?;
     if freed {
+        let key = svc.keys.seat_lock(r.schedule_id, r.seat_no);
+        if let Err(e) = lock::clear_hold(&svc.redis, &key, r.id).await {
+            tracing::warn!(error = %e, "seat marker not cleared; MySQL answers for the seat until it lapses");
+        }
         svc.cache
             .invalidate(&[
                 Entry::SeatMap(r.schedule_id),

@@ -126,9 +126,34 @@ fn metrics(svc: Data<&Services>) -> String {
     svc.metrics.render()
 }
 
+/// Accepts TCP connections with Nagle's algorithm off: a response written in two
+/// pieces (head, then body) must not wait for the client's delayed ACK.
+struct NoDelay(TcpAcceptor);
+
+impl Acceptor for NoDelay {
+    type Io = tokio::net::TcpStream;
+
+    fn local_addr(&self) -> Vec<poem::web::LocalAddr> {
+        self.0.local_addr()
+    }
+
+    async fn accept(
+        &mut self,
+    ) -> std::io::Result<(
+        Self::Io,
+        poem::web::LocalAddr,
+        poem::web::RemoteAddr,
+        poem::http::uri::Scheme,
+    )> {
+        let accepted = self.0.accept().await?;
+        accepted.0.set_nodelay(true)?;
+        Ok(accepted)
+    }
+}
+
 /// A bound, not yet running server.
 pub struct Server {
-    acceptor: TcpAcceptor,
+    acceptor: NoDelay,
     svc: Services,
 }
 
@@ -154,11 +179,15 @@ impl Server {
             .into_acceptor()
             .await
             .with_context(|| format!("binding {listen}"))?;
-        Ok(Self { acceptor, svc })
+        Ok(Self {
+            acceptor: NoDelay(acceptor),
+            svc,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.acceptor
+            .0
             .local_addr()
             .first()
             .and_then(|a| a.as_socket_addr().copied())

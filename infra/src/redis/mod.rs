@@ -18,7 +18,10 @@ pub type RedisPool = bb8::Pool<RedisManager>;
 
 /// Builds the pool lazily, so `serve` starts while Redis is still away.
 pub fn pool(settings: &Settings) -> anyhow::Result<RedisPool> {
-    let client = redis::Client::open(settings.redis_url.expose_secret())?;
+    // Commands are small and latency-bound: never let Nagle hold one back.
+    let info = redis::IntoConnectionInfo::into_connection_info(settings.redis_url.expose_secret())?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    let client = redis::Client::open(info)?;
     let timeout = settings.redis_timeout();
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))

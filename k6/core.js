@@ -1,6 +1,6 @@
 // k6 benchmark of the booking core at think-time loads. One scenario per run:
 //
-//   k6 run -e SCENARIO=reservation|payment|lookup [-e BASE_URL=...] [-e DURATION=75s] k6/core.js
+//   k6 run -e SCENARIO=stress|reservation|payment|lookup [-e BASE_URL=...] [-e DURATION=75s] k6/core.js
 //
 // Normally started by k6/bench-core, which also starts the app under a CPU budget.
 // Each run seeds its own concert through the admin API in setup().
@@ -23,6 +23,7 @@ const RUN = __ENV.RUN_ID || `${Date.now().toString(36)}`;
 
 const PLANS = {
   reservation: { vus: 50, seats: 50 },
+  stress: { vus: 50, seats: 50 },
   payment: { vus: 20, seats: 20000 },
   lookup: { vus: 50, seats: 50 },
 };
@@ -158,12 +159,22 @@ let nextSeat = 0;
 // 1. Everyone contends for the seats of one 50-seat schedule. A winner keeps its seat
 //    for a short pause and releases it, so seats churn and the contest stays alive.
 export function reservation(data) {
+  contend(data, true);
+}
+
+// 1b. The report's own Reservation Stress: winners keep their seats, so once the 50
+//     are gone every attempt is an (expected) 409 SEAT_TAKEN.
+export function stress(data) {
+  contend(data, false);
+}
+
+function contend(data, releaseWins) {
   if (!token) token = join(data.concertId, userId('r'));
   if (!token) return thinkTime();
   const seatNo = 1 + Math.floor(Math.random() * plan.seats);
   const { res, body } = hold(token, data.scheduleId, seatNo, { takenIsExpected: true });
   if (res.status === 401) token = null; // lapsed token: join again next time
-  if (res.status === 201 && body) {
+  if (releaseWins && res.status === 201 && body) {
     sleep(0.2 + Math.random() * 0.6); // the short pause a winner keeps its seat
     const rel = http.del(`${BASE}/v1/reservations/${body.id}`, null, params('release', token));
     record('release', rel, (r, b) => r.status === 200 && b && b.status === 'RELEASED');

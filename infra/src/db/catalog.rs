@@ -89,13 +89,7 @@ pub async fn schedules(
     let ids: Vec<u64> = rows.iter().map(|s| s.id).collect();
     let free: Vec<(u64, i64)> = seats::table
         .filter(seats::schedule_id.eq_any(&ids))
-        .filter(
-            seats::status
-                .eq(SeatState::Available.as_str())
-                .or(seats::status
-                    .eq(SeatState::Held.as_str())
-                    .and(seats::held_until.le(naive(now)))),
-        )
+        .filter(super::reservations::seat_free_at(now))
         .group_by(seats::schedule_id)
         .select((seats::schedule_id, count_star()))
         .load(conn)

@@ -5,6 +5,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::mysql::Mysql;
 use diesel::prelude::*;
+use diesel::sql_types::{Bool, Nullable};
 use diesel_async::RunQueryDsl;
 use domain::{
     ConcertId, Points, Reservation, ReservationId, ReservationStatus, ScheduleId, SeatNo,
@@ -60,6 +61,19 @@ impl LockedSeat {
     pub fn can_hold(&self, now: DateTime<Utc>) -> bool {
         SeatState::parse(&self.status).is_some_and(|s| s.can_hold(self.held_until.map(utc), now))
     }
+}
+
+/// SQL for [`SeatState::can_hold`]: free, or held by a hold that lapsed by `now`.
+pub(crate) fn seat_free_at(
+    now: DateTime<Utc>,
+) -> Box<dyn BoxableExpression<seats::table, Mysql, SqlType = Nullable<Bool>>> {
+    Box::new(
+        seats::status
+            .eq(SeatState::Available.as_str())
+            .or(seats::status
+                .eq(SeatState::Held.as_str())
+                .and(seats::held_until.le(naive(now)))),
+    )
 }
 
 /// Reads a seat and locks its row until the transaction ends.
@@ -121,13 +135,7 @@ pub async fn insert_hold(
     // The seat row is locked and its hold condition re-checked in the WHERE clause:
     // this UPDATE is what makes the hold true, so it must touch exactly one row.
     let updated = diesel::update(seats::table.find((schedule.0, seat.get())))
-        .filter(
-            seats::status
-                .eq(SeatState::Available.as_str())
-                .or(seats::status
-                    .eq(SeatState::Held.as_str())
-                    .and(seats::held_until.le(naive(now)))),
-        )
+        .filter(seat_free_at(now))
         .set((
             seats::status.eq(SeatState::Held.as_str()),
             seats::held_until.eq(naive(held_until)),

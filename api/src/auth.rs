@@ -27,7 +27,7 @@ pub struct Caller {
 
 async fn resolve_token(req: &Request, bearer: Bearer) -> poem::Result<Caller> {
     let svc = services(req)?;
-    let (token, grant) = infra::service::queue::authenticate(svc, &bearer.token, infra::now())
+    let (token, grant) = infra::service::queue::authenticate(svc, &bearer.token)
         .await
         .map_err(|e| as_poem(ApiError::from(e)))?;
     Ok(Caller { token, grant })

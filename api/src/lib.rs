@@ -4,9 +4,12 @@
 pub mod auth;
 pub mod error;
 pub mod routes;
+pub mod waiting_room;
 
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use infra::{Services, Settings};
@@ -20,6 +23,7 @@ use routes::{
     admin::AdminApi, concerts::ConcertsApi, health::HealthApi, payments::PaymentsApi,
     points::PointsApi, queue::QueueApi, reservations::ReservationsApi,
 };
+use waiting_room::Hub;
 
 type Apis = (
     QueueApi,
@@ -46,7 +50,17 @@ schema). `409 SEAT_TAKEN` and `409 ALREADY_PAID` are expected outcomes in a rush
 not failures.
 
 **Retries**: money-moving calls take an `Idempotency-Key` header; retrying with the \
-same key never acts twice and replays the first answer.";
+same key never acts twice and replays the first answer.
+
+**Waiting room over WebSocket**: `GET /v1/queue/ws?token=<token>` upgrades to a \
+WebSocket that sends JSON text messages: `{\"type\":\"position\",\"position\":12,\
+\"peopleAhead\":11,\"etaSeconds\":6}` whenever the place changes (at most four a \
+second), `{\"type\":\"admitted\",\"activeUntil\":\"<RFC 3339>\"}` the moment the token \
+is let in, and `{\"type\":\"expired\"}` when it ends. The first message comes at once \
+on every (re)connect. Close codes: 4401 unknown token, 4410 token expired or ended, \
+1008 the client sent too much, 1013 a dependency is down (reconnect later), 1001 the \
+server is restarting (reconnect). A waiter with neither a socket nor polling for the \
+grace period leaves the line. `/waiting-room` is a page that does all this.";
 
 /// The OpenAPI service: every route, documented. `boxoffice openapi` prints its spec.
 pub fn api_service(svc: &Services) -> OpenApiService<Apis, ()> {
@@ -71,7 +85,7 @@ pub fn api_service(svc: &Services) -> OpenApiService<Apis, ()> {
 }
 
 /// The whole HTTP application.
-pub fn app(svc: Services) -> impl Endpoint {
+pub fn app(svc: Services, hub: Arc<Hub>) -> impl Endpoint {
     let api = api_service(&svc);
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
@@ -80,8 +94,11 @@ pub fn app(svc: Services) -> impl Endpoint {
         .nest("/docs", docs)
         .at("/openapi.json", spec)
         .at("/metrics", get(metrics))
+        .at("/v1/queue/ws", get(waiting_room::queue_socket))
+        .at("/waiting-room", get(waiting_room_page))
         .around(edge)
         .data(svc)
+        .data(hub)
 }
 
 /// Wraps every request: refuses a declared oversized body with 413 and cuts an
@@ -115,6 +132,11 @@ async fn edge<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> 
         Ok(resp) => resp.into_response(),
         Err(err) => error::framework_error(err, admin),
     })
+}
+
+#[handler]
+fn waiting_room_page() -> poem::web::Html<&'static str> {
+    poem::web::Html(include_str!("../static/waiting-room.html"))
 }
 
 #[handler]
@@ -155,6 +177,7 @@ impl Acceptor for NoDelay {
 pub struct Server {
     acceptor: NoDelay,
     svc: Services,
+    hub: Arc<Hub>,
 }
 
 impl std::fmt::Debug for Server {
@@ -179,9 +202,11 @@ impl Server {
             .into_acceptor()
             .await
             .with_context(|| format!("binding {listen}"))?;
+        let hub = Hub::new(svc.clone());
         Ok(Self {
             acceptor: NoDelay(acceptor),
             svc,
+            hub,
         })
     }
 
@@ -198,23 +223,47 @@ impl Server {
         &self.svc
     }
 
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, lets requests in
-    /// flight finish (up to 30 s) and stops the expiry worker.
+    /// flight finish (up to 30 s) and stops the background workers: hold expiry,
+    /// admission ticks (where enabled), and the waiting-room event listener.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (stop_workers, workers_stopped) = tokio::sync::watch::channel(());
-        let worker = tokio::spawn(infra::service::expiry::run(self.svc.clone(), async move {
-            let mut stopped = workers_stopped;
-            let _ = stopped.changed().await;
-        }));
+        let stopped = move || {
+            let mut stopped = workers_stopped.clone();
+            async move {
+                let _ = stopped.changed().await;
+            }
+        };
+        let mut workers = vec![
+            tokio::spawn(infra::service::expiry::run(self.svc.clone(), stopped())),
+            tokio::spawn(Arc::clone(&self.hub).listen(stopped())),
+            tokio::spawn(Arc::clone(&self.hub).keep_alive(stopped())),
+        ];
+        if self.svc.settings.queue_admission {
+            workers.push(tokio::spawn(infra::service::queue::run_admission(
+                self.svc.clone(),
+                stopped(),
+            )));
+        }
         tracing::info!(addr = %self.local_addr(), "serving");
         let served = poem::Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(app(self.svc), shutdown, Some(Duration::from_secs(30)))
+            .run_with_graceful_shutdown(
+                app(self.svc, self.hub),
+                shutdown,
+                Some(Duration::from_secs(30)),
+            )
             .await;
         drop(stop_workers);
-        let _ = worker.await;
+        for worker in workers {
+            let _ = worker.await;
+        }
         served.context("serving HTTP")
     }
 }

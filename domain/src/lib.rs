@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod points;
+pub mod queue;
 pub mod reservation;
 pub mod seat;
 pub mod token;

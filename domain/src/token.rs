@@ -10,41 +10,73 @@ use serde::{Deserialize, Serialize};
 
 use crate::{ConcertId, UserId};
 
-/// An opaque, unguessable bearer token: 32 random bytes as 64 lowercase hex digits.
+/// An opaque, unguessable bearer token: `<concert id>.<64 lowercase hex digits>`.
+/// The secret is 32 random bytes; the concert prefix lets every key of a token live
+/// beside its concert's queue (one Redis Cluster slot), so checking it is one call.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct QueueToken(String);
+pub struct QueueToken {
+    concert: ConcertId,
+    secret: String,
+}
 
 impl QueueToken {
     const BYTES: usize = 32;
 
     /// Makes a token from fresh random bytes (the caller owns the randomness).
-    pub fn from_random_bytes(bytes: [u8; Self::BYTES]) -> Self {
-        let mut hex = String::with_capacity(Self::BYTES * 2);
-        for b in bytes {
-            let _ = write!(hex, "{b:02x}");
+    pub fn new(concert: ConcertId, random: [u8; Self::BYTES]) -> Self {
+        let mut secret = String::with_capacity(Self::BYTES * 2);
+        for b in random {
+            let _ = write!(secret, "{b:02x}");
         }
-        Self(hex)
+        Self { concert, secret }
     }
 
-    /// Anything that is not 64 lowercase hex digits cannot be a token we issued, so
-    /// it is refused without a Redis round trip.
+    /// Rebuilds a token from its parts as stored.
+    pub fn from_parts(concert: ConcertId, secret: &str) -> Option<Self> {
+        Self::parse(&format!("{concert}.{secret}"))
+    }
+
+    /// Anything not of the issued form cannot be a token we issued, so it is
+    /// refused without a Redis round trip.
     pub fn parse(raw: &str) -> Option<Self> {
-        let well_formed = raw.len() == Self::BYTES * 2
-            && raw
+        let (concert, secret) = raw.split_once('.')?;
+        let concert_ok = !concert.is_empty()
+            && concert.len() <= 20
+            && concert.bytes().all(|b| b.is_ascii_digit())
+            && !concert.starts_with('0');
+        let secret_ok = secret.len() == Self::BYTES * 2
+            && secret
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        well_formed.then(|| Self(raw.to_owned()))
+        if !(concert_ok && secret_ok) {
+            return None;
+        }
+        Some(Self {
+            concert: ConcertId(concert.parse().ok()?),
+            secret: secret.to_owned(),
+        })
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
+    pub fn concert(&self) -> ConcertId {
+        self.concert
+    }
+
+    /// The random part, which names the token inside its concert's queue.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+}
+
+impl fmt::Display for QueueToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.concert, self.secret)
     }
 }
 
 /// Tokens are credentials: never print one whole.
 impl fmt::Debug for QueueToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "QueueToken({}…)", &self.0[..6])
+        write!(f, "QueueToken({}.{}…)", self.concert, &self.secret[..6])
     }
 }
 
@@ -69,6 +101,8 @@ pub struct Grant {
     pub state: TokenState,
     /// Place in line (1 = next) while waiting.
     pub position: Option<u64>,
+    /// Estimated seconds until admission while waiting.
+    pub eta_seconds: Option<u64>,
     pub active_until: Option<DateTime<Utc>>,
 }
 
@@ -105,15 +139,33 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_reject_anything_else() {
-        let token = QueueToken::from_random_bytes([0xab; 32]);
-        assert_eq!(token.as_str().len(), 64);
-        assert_eq!(QueueToken::parse(token.as_str()), Some(token.clone()));
-        assert_eq!(QueueToken::parse(""), None);
-        assert_eq!(QueueToken::parse(&token.as_str()[1..]), None);
-        assert_eq!(QueueToken::parse(&token.as_str().to_uppercase()), None);
-        assert_eq!(QueueToken::parse(&"g".repeat(64)), None);
+        let token = QueueToken::new(ConcertId(7), [0xab; 32]);
+        let raw = token.to_string();
+        assert_eq!(raw.len(), 2 + 64);
+        assert!(raw.starts_with("7."));
+        assert_eq!(QueueToken::parse(&raw), Some(token.clone()));
+        assert_eq!(token.concert(), ConcertId(7));
+        assert_eq!(
+            QueueToken::from_parts(ConcertId(7), token.secret()),
+            Some(token.clone())
+        );
+        let secret = token.secret();
+        for bad in [
+            String::new(),
+            secret.to_owned(),
+            format!("7.{}", &secret[1..]),
+            format!("7.{}", secret.to_uppercase()),
+            format!("7.{}", "g".repeat(64)),
+            format!("07.{secret}"),
+            format!(".{secret}"),
+            format!("x.{secret}"),
+            format!("99999999999999999999999.{secret}"),
+            format!("7.{secret}.1"),
+        ] {
+            assert_eq!(QueueToken::parse(&bad), None, "{bad:?}");
+        }
         assert!(
-            !format!("{token:?}").contains(token.as_str()),
+            !format!("{token:?}").contains(secret),
             "Debug must not leak it"
         );
     }
@@ -124,6 +176,7 @@ mod tests {
             concert_id: ConcertId(7),
             state,
             position: (state == TokenState::Waiting).then_some(12),
+            eta_seconds: None,
             active_until: None,
         }
     }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use domain::HoldDuration;
+use domain::queue::AdmissionPolicy;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use secrecy::SecretString;
@@ -35,8 +36,18 @@ pub struct Settings {
     pub admin_api_key: Option<SecretString>,
     /// How long a seat hold lasts (seconds, 1-3600).
     pub hold_seconds: HoldDuration,
-    /// How long a queue token stays ACTIVE (seconds).
+    /// How long an admitted queue token stays ACTIVE (seconds).
     pub token_active_seconds: u64,
+    /// At most this many ACTIVE tokens per concert.
+    pub queue_capacity: u64,
+    /// At most this many admissions per concert in any second.
+    pub queue_admit_rate: u64,
+    /// How often this instance runs the admission tick (ms).
+    pub queue_tick_ms: u64,
+    /// Whether this instance runs admission ticks at all (any number may).
+    pub queue_admission: bool,
+    /// A waiter neither connected nor polling for this long leaves the line (seconds).
+    pub queue_grace_seconds: u64,
     /// How long cached lookups live at most (seconds); writes invalidate them sooner.
     pub cache_ttl_seconds: u64,
     /// How often the expiry worker looks for lapsed holds (ms).
@@ -65,6 +76,11 @@ impl Default for Settings {
             admin_api_key: None,
             hold_seconds: HoldDuration::DEFAULT,
             token_active_seconds: 600,
+            queue_capacity: 1_000,
+            queue_admit_rate: 100,
+            queue_tick_ms: 100,
+            queue_admission: true,
+            queue_grace_seconds: 120,
             cache_ttl_seconds: 60,
             expiry_interval_ms: 1_000,
             expiry_batch_size: 200,
@@ -93,7 +109,12 @@ impl Settings {
         Duration::from_secs(self.cache_ttl_seconds)
     }
 
-    pub fn token_active_for(&self) -> Duration {
-        Duration::from_secs(self.token_active_seconds)
+    pub fn admission_policy(&self) -> AdmissionPolicy {
+        AdmissionPolicy {
+            capacity: self.queue_capacity,
+            rate_per_second: self.queue_admit_rate,
+            active_for: Duration::from_secs(self.token_active_seconds),
+            grace: Duration::from_secs(self.queue_grace_seconds),
+        }
     }
 }

@@ -63,6 +63,8 @@ pub struct QueueTicket {
     pub state: QueueState,
     /// Place in line (1 = next) while WAITING.
     pub position: Option<u64>,
+    /// Estimated seconds until admission while WAITING.
+    pub eta_seconds: Option<u64>,
     /// Until when an ACTIVE token may book.
     pub active_until: Option<DateTime<Utc>>,
 }
@@ -110,17 +112,19 @@ impl QueueApi {
     #[oai(path = "/tokens", method = "post", operation_id = "joinQueue")]
     async fn join(&self, body: Json<JoinRequest>) -> ApiResult<JoinResponse> {
         let user = UserId::parse(&body.user_id)?;
-        let concert = ConcertId(body.concert_id);
-        let issued = infra::service::queue::join(&self.svc, &user, concert, infra::now()).await?;
+        let joined =
+            infra::service::queue::join(&self.svc, &user, ConcertId(body.concert_id)).await?;
+        let grant = &joined.grant;
         let ticket = QueueTicket {
-            token: issued.token.as_str().to_owned(),
-            concert_id: concert.0,
+            token: joined.token.to_string(),
+            concert_id: grant.concert_id.0,
             user_id: user.to_string(),
-            state: QueueState::Active,
-            position: None,
-            active_until: Some(issued.active_until),
+            state: grant.state.into(),
+            position: grant.position,
+            eta_seconds: grant.eta_seconds,
+            active_until: grant.active_until,
         };
-        Ok(if issued.created {
+        Ok(if joined.created {
             JoinResponse::Created(Json(ticket))
         } else {
             JoinResponse::Existing(Json(ticket))
@@ -129,7 +133,9 @@ impl QueueApi {
 
     /// Where am I in line?
     ///
-    /// The polling fallback for the waiting-room WebSocket.
+    /// The polling fallback for the waiting-room WebSocket `GET /v1/queue/ws?token=`.
+    /// Asking counts as being present: a waiter who neither polls nor keeps the
+    /// socket open for the grace period (2 minutes by default) leaves the line.
     #[oai(
         path = "/tokens/current",
         method = "get",
@@ -158,7 +164,7 @@ impl QueueApi {
         operation_id = "leaveQueue"
     )]
     async fn leave(&self, auth: QueueAuth) -> ApiResult<LeaveResponse> {
-        infra::service::queue::leave(&self.svc, &auth.0.token, &auth.0.grant).await?;
+        infra::service::queue::end(&self.svc, &auth.0.token, &auth.0.grant).await?;
         Ok(LeaveResponse::Left)
     }
 }

@@ -42,6 +42,10 @@ impl TestApp {
             redis_key_prefix: format!("bt:{id}"),
             admin_api_key: Some(ADMIN_KEY.into()),
             expiry_interval_ms: 200,
+            // Admission is near-instant unless a test says otherwise.
+            queue_tick_ms: 20,
+            queue_admit_rate: 100_000,
+            queue_capacity: 100_000,
             log_filter: "warn".into(),
             ..Settings::default()
         };
@@ -138,12 +142,38 @@ impl TestApp {
             .expect("request")
     }
 
-    /// Joins and returns the bearer token.
+    /// Joins, waits until admitted, and returns the bearer token.
     pub async fn token(&self, concert: u64, user: &str) -> String {
+        let token = self.waiting_token(concert, user).await;
+        self.until_state(&token, "ACTIVE").await;
+        token
+    }
+
+    /// Joins and returns the bearer token, whatever its state.
+    pub async fn waiting_token(&self, concert: u64, user: &str) -> String {
         let res = self.join(concert, user).await;
         assert!(res.status().is_success(), "join: {}", res.status());
         let body: Value = res.json().await.expect("json");
         body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Where `token` stands (`GET /v1/queue/tokens/current`).
+    pub async fn standing(&self, token: &str) -> Value {
+        let res = self.get("/v1/queue/tokens/current", Some(token)).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        res.json().await.expect("json")
+    }
+
+    /// Polls until `token` is in `state` (at most 10 s).
+    pub async fn until_state(&self, token: &str, state: &str) -> Value {
+        for _ in 0..1_000 {
+            let standing = self.standing(token).await;
+            if standing["state"] == state {
+                return standing;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("token never became {state}");
     }
 
     pub async fn hold(&self, token: &str, schedule: u64, seat: i64) -> Response {

@@ -3,7 +3,7 @@
 
 pub mod cache;
 pub mod lock;
-pub mod tokens;
+pub mod queue;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,12 +16,17 @@ use crate::config::Settings;
 
 pub type RedisPool = bb8::Pool<RedisManager>;
 
-/// Builds the pool lazily, so `serve` starts while Redis is still away.
-pub fn pool(settings: &Settings) -> anyhow::Result<RedisPool> {
+/// A client for `settings.redis_url` (also what pub/sub subscribers connect with).
+pub fn client(settings: &Settings) -> anyhow::Result<redis::Client> {
     // Commands are small and latency-bound: never let Nagle hold one back.
     let info = redis::IntoConnectionInfo::into_connection_info(settings.redis_url.expose_secret())?
         .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-    let client = redis::Client::open(info)?;
+    Ok(redis::Client::open(info)?)
+}
+
+/// Builds the pool lazily, so `serve` starts while Redis is still away.
+pub fn pool(settings: &Settings) -> anyhow::Result<RedisPool> {
+    let client = client(settings)?;
     let timeout = settings.redis_timeout();
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
@@ -158,16 +163,14 @@ impl Keys {
         format!("{}:lock:{{seat:{schedule}:{seat}}}", self.prefix)
     }
 
-    pub fn token(&self, token: &domain::QueueToken) -> String {
-        format!("{}:token:{{{}}}", self.prefix, token.as_str())
+    /// Concerts with a waiting room.
+    pub fn queues(&self) -> String {
+        format!("{}:queues", self.prefix)
     }
 
-    pub fn token_prefix(&self) -> String {
-        format!("{}:token:", self.prefix)
-    }
-
-    pub fn user_token(&self, concert: domain::ConcertId, user: &domain::UserId) -> String {
-        format!("{}:user-token:{{{concert}:{user}}}", self.prefix)
+    /// The pub/sub channel of waiting-room events.
+    pub fn queue_events(&self) -> String {
+        format!("{}:queue-events", self.prefix)
     }
 
     pub fn cache(&self, entry: &cache::Entry) -> String {

@@ -32,6 +32,9 @@ pub struct Services {
     pub metrics: Metrics,
     schedules: Arc<RwLock<HashMap<ScheduleId, ScheduleInfo>>>,
     concerts: Arc<RwLock<HashSet<ConcertId>>>,
+    /// Concerts whose waiting room this instance has registered (and so ticks, even
+    /// if Redis lost the registry).
+    queues: Arc<RwLock<HashSet<ConcertId>>>,
 }
 
 /// The facts of a schedule a booking needs. Schedules never change once created,
@@ -63,7 +66,23 @@ impl Services {
             metrics,
             schedules: Arc::default(),
             concerts: Arc::default(),
+            queues: Arc::default(),
         })
+    }
+
+    /// Remembers `concert` has a waiting room; `true` the first time.
+    pub(crate) fn remember_queue(&self, concert: ConcertId) -> bool {
+        if self.queues.read().is_ok_and(|q| q.contains(&concert)) {
+            return false;
+        }
+        self.queues.write().is_ok_and(|mut q| q.insert(concert))
+    }
+
+    pub(crate) fn known_queues(&self) -> Vec<ConcertId> {
+        self.queues
+            .read()
+            .map(|q| q.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     pub async fn db(&self) -> anyhow::Result<db::PooledConn<'_>> {

@@ -14,7 +14,7 @@ use crate::db::idempotency::{self, Scope, Stored};
 use crate::db::wallets::{self, LedgerKind};
 use crate::db::{is_unique_violation, outbox, payments, reservations};
 use crate::redis::cache::Entry;
-use crate::redis::{lock, tokens};
+use crate::redis::lock;
 
 /// What a payment answers, stored to replay for the same Idempotency-Key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,7 +123,7 @@ pub async fn pay(
                     Entry::Schedules(r.concert_id),
                 ])
                 .await;
-            if let Err(e) = tokens::end(&svc.redis, &svc.keys, token, grant).await {
+            if let Err(e) = super::queue::end(svc, token, grant).await {
                 // The sale stands; the token lapses by itself at active-until.
                 tracing::warn!(error = %e, "could not end the queue token after payment");
             }

@@ -1,53 +1,110 @@
-//! Joining a concert's waiting room, and resolving the bearer token it hands out.
+//! The waiting room: joining, resolving tokens, leaving, and the admission ticks.
 
-use chrono::{DateTime, Utc};
+use std::time::Duration;
+
 use domain::token::Grant;
 use domain::{ConcertId, JoinError, QueueToken, TokenError, UserId};
 
 use super::Services;
 use crate::db::catalog;
-use crate::redis::tokens::{self, Issued};
+use crate::redis::queue::{self, Joined, QueueEvent};
 
-pub async fn join(
-    svc: &Services,
-    user: &UserId,
-    concert: ConcertId,
-    now: DateTime<Utc>,
-) -> Result<Issued, JoinError> {
+pub async fn join(svc: &Services, user: &UserId, concert: ConcertId) -> Result<Joined, JoinError> {
     if !concert_exists(svc, concert).await? {
         return Err(JoinError::ConcertNotFound);
     }
-    tokens::issue(
+    let unavailable = |e: crate::redis::RedisCallError| JoinError::Unavailable(e.into());
+    if svc.remember_queue(concert) {
+        queue::register(&svc.redis, &svc.keys, concert)
+            .await
+            .map_err(unavailable)?;
+    }
+    queue::join(
         &svc.redis,
         &svc.keys,
         user,
         concert,
-        svc.settings.token_active_for(),
-        now,
+        &svc.settings.admission_policy(),
     )
     .await
-    .map_err(|e| JoinError::Unavailable(e.into()))
+    .map_err(unavailable)
 }
 
-/// Who a bearer token belongs to and what it may do. Malformed tokens are refused
+/// Who a bearer token belongs to and where it stands. Malformed tokens are refused
 /// without asking Redis.
-pub async fn authenticate(
-    svc: &Services,
-    raw: &str,
-    now: DateTime<Utc>,
-) -> Result<(QueueToken, Grant), TokenError> {
+pub async fn authenticate(svc: &Services, raw: &str) -> Result<(QueueToken, Grant), TokenError> {
     let token = QueueToken::parse(raw).ok_or(TokenError::Invalid)?;
-    let grant = tokens::resolve(&svc.redis, &svc.keys, &token, now)
-        .await
-        .map_err(|e| TokenError::Unavailable(e.into()))?
-        .ok_or(TokenError::Invalid)?;
+    let grant = queue::resolve(
+        &svc.redis,
+        &svc.keys,
+        &token,
+        &svc.settings.admission_policy(),
+    )
+    .await
+    .map_err(|e| TokenError::Unavailable(e.into()))?
+    .ok_or(TokenError::Invalid)?;
     Ok((token, grant))
 }
 
-pub async fn leave(svc: &Services, token: &QueueToken, grant: &Grant) -> Result<(), TokenError> {
-    tokens::end(&svc.redis, &svc.keys, token, grant)
+/// Ends a token (its user left, or paid) and tells every instance.
+pub async fn end(svc: &Services, token: &QueueToken, grant: &Grant) -> Result<(), TokenError> {
+    queue::end(&svc.redis, &svc.keys, token, &grant.user_id)
         .await
-        .map_err(|e| TokenError::Unavailable(e.into()))
+        .map_err(|e| TokenError::Unavailable(e.into()))?;
+    let event = QueueEvent {
+        concert: token.concert(),
+        admitted: Vec::new(),
+        active_until: None,
+        ended: vec![token.secret().to_owned()],
+        moved: grant.state == domain::TokenState::Waiting,
+    };
+    if let Err(e) = queue::publish(&svc.redis, &svc.keys, &event).await {
+        tracing::warn!(error = %e, "could not announce an ended token");
+    }
+    Ok(())
+}
+
+/// One admission tick for every concert with a waiting room; announces what moved.
+pub async fn tick_all(svc: &Services) -> anyhow::Result<()> {
+    let mut concerts = queue::registered(&svc.redis, &svc.keys).await?;
+    concerts.extend(svc.known_queues());
+    concerts.sort_unstable();
+    concerts.dedup();
+    let policy = svc.settings.admission_policy();
+    for concert in concerts {
+        let tick = queue::tick(&svc.redis, &svc.keys, concert, &policy).await?;
+        if tick.admitted.is_empty() && tick.abandoned == 0 {
+            continue;
+        }
+        if tick.abandoned > 0 {
+            tracing::info!(concert = %concert, abandoned = tick.abandoned, "waiters left the line");
+        }
+        let event = QueueEvent {
+            concert,
+            active_until: tick.active_until.map(|t| t.timestamp_millis()),
+            admitted: tick.admitted,
+            ended: Vec::new(),
+            moved: true,
+        };
+        queue::publish(&svc.redis, &svc.keys, &event).await?;
+    }
+    Ok(())
+}
+
+/// Ticks every `queue_tick_ms` until `shutdown` resolves.
+pub async fn run_admission(svc: Services, shutdown: impl Future<Output = ()>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(svc.settings.queue_tick_ms.max(5)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = tick_all(&svc).await {
+            tracing::warn!(error = format!("{e:#}"), "admission tick failed");
+        }
+    }
 }
 
 /// Concerts are never deleted, so a concert seen once is remembered.

@@ -1,0 +1,429 @@
+//! The waiting room in Redis, per concert: a ticket counter, the waiting line
+//! (a sorted set by ticket), when each waiter was last seen, the ACTIVE set (scored
+//! by when each token's turn ends) and the recent admissions (for the rate limit
+//! and the ETA). Every key of a concert shares one hash tag, so each script below
+//! touches one Redis Cluster slot, and every script reads Redis's own clock, so
+//! instances with skewed clocks still agree.
+//!
+//! Tokens are `<concert>.<secret>`; a token's record (its user and ticket) lives
+//! beside its concert's queue. Its state is where it stands: in the ACTIVE set with
+//! time left, in the line, or neither (EXPIRED).
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use domain::queue::{AdmissionPolicy, RATE_WINDOW, eta_seconds};
+use domain::token::Grant;
+use domain::{ConcertId, QueueToken, TokenState, UserId};
+use rand::Rng as _;
+use redis::Script;
+use serde::{Deserialize, Serialize};
+
+use super::{Keys, RedisPool, RedisResult};
+
+/// A token's record outlives any wait, so its holder hears "expired", not "unknown".
+const RECORD_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Redis's clock, in ms, inside a script.
+const NOW: &str = "local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+";
+
+// KEYS: user pointer, seq, waiting, seen, active, admits, the new token's record.
+// ARGV: new secret, user, retention ms, window ms.
+static JOIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{NOW}
+        local recent = redis.call('ZCOUNT', KEYS[6], now - tonumber(ARGV[4]), '+inf')
+        local current = redis.call('GET', KEYS[1])
+        if current then
+          local active_until = redis.call('ZSCORE', KEYS[5], current)
+          if active_until and tonumber(active_until) > now then
+            return {{current, 0, 'ACTIVE', tonumber(active_until), recent}}
+          end
+          local rank = redis.call('ZRANK', KEYS[3], current)
+          if rank then
+            redis.call('ZADD', KEYS[4], now, current)
+            return {{current, 0, 'WAITING', rank, recent}}
+          end
+        end
+        local ticket = redis.call('INCR', KEYS[2])
+        redis.call('HSET', KEYS[7], 'user', ARGV[2], 'ticket', ticket)
+        redis.call('PEXPIRE', KEYS[7], ARGV[3])
+        redis.call('ZADD', KEYS[3], ticket, ARGV[1])
+        redis.call('ZADD', KEYS[4], now, ARGV[1])
+        redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+        return {{ARGV[1], 1, 'WAITING', redis.call('ZRANK', KEYS[3], ARGV[1]), recent}}"
+    ))
+});
+
+// KEYS: the token's record, waiting, seen, active, admits. ARGV: secret, window ms.
+static RESOLVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{NOW}
+        local user = redis.call('HGET', KEYS[1], 'user')
+        if not user then return false end
+        local active_until = redis.call('ZSCORE', KEYS[4], ARGV[1])
+        if active_until and tonumber(active_until) > now then
+          return {{user, 'ACTIVE', tonumber(active_until), 0}}
+        end
+        local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
+        if rank then
+          redis.call('ZADD', KEYS[3], 'XX', now, ARGV[1])
+          return {{user, 'WAITING', rank, redis.call('ZCOUNT', KEYS[5], now - tonumber(ARGV[2]), '+inf')}}
+        end
+        return {{user, 'EXPIRED', 0, 0}}"
+    ))
+});
+
+// KEYS: waiting, seen, active, the user's pointer. ARGV: secret.
+static END: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"redis.call('ZREM', KEYS[1], ARGV[1])
+          redis.call('ZREM', KEYS[2], ARGV[1])
+          redis.call('ZREM', KEYS[3], ARGV[1])
+          if redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('DEL', KEYS[4]) end
+          return 1",
+    )
+});
+
+// One admission tick. Mirrors `AdmissionPolicy::admissible`, inside Redis so that
+// however many instances tick, admissions happen as if one did.
+// KEYS: waiting, seen, active, admits.
+// ARGV: capacity, rate per second, active ms, grace ms, window ms, max per tick.
+static TICK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{NOW}
+        redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+        local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[4]), 'LIMIT', 0, 1000)
+        if #stale > 0 then
+          redis.call('ZREM', KEYS[1], unpack(stale))
+          redis.call('ZREM', KEYS[2], unpack(stale))
+        end
+        redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[5]))
+        local last_second = redis.call('ZCOUNT', KEYS[4], '(' .. (now - 1000), '+inf')
+        local free = tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[3])
+        local n = math.min(free, tonumber(ARGV[2]) - last_second, tonumber(ARGV[6]))
+        local admitted = {{}}
+        local active_until = now + tonumber(ARGV[3])
+        if n > 0 then
+          local popped = redis.call('ZPOPMIN', KEYS[1], n)
+          for i = 1, #popped, 2 do
+            local secret = popped[i]
+            redis.call('ZADD', KEYS[3], active_until, secret)
+            redis.call('ZADD', KEYS[4], now, secret)
+            redis.call('ZREM', KEYS[2], secret)
+            admitted[#admitted + 1] = secret
+          end
+        end
+        return {{admitted, #stale, active_until}}"
+    ))
+});
+
+/// The keys of one concert's waiting room.
+#[derive(Debug, Clone)]
+pub struct QueueKeys {
+    base: String,
+}
+
+impl QueueKeys {
+    pub fn new(keys: &Keys, concert: ConcertId) -> Self {
+        Self {
+            base: format!("{}:q:{{{concert}}}", keys.prefix()),
+        }
+    }
+
+    fn record(&self, secret: &str) -> String {
+        format!("{}:t:{secret}", self.base)
+    }
+
+    fn user(&self, user: &UserId) -> String {
+        format!("{}:u:{user}", self.base)
+    }
+
+    fn part(&self, name: &str) -> String {
+        format!("{}:{name}", self.base)
+    }
+}
+
+/// A token handed out by [`join`].
+#[derive(Debug)]
+pub struct Joined {
+    pub token: QueueToken,
+    pub grant: Grant,
+    /// `false` when the user already had a live token for this concert.
+    pub created: bool,
+}
+
+fn window_ms() -> u64 {
+    u64::try_from(RATE_WINDOW.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn standing(
+    user_id: UserId,
+    concert: ConcertId,
+    state: &str,
+    value: i64,
+    recent: u64,
+    policy: &AdmissionPolicy,
+) -> Grant {
+    let (state, position, active_until) = match state {
+        "ACTIVE" => (
+            TokenState::Active,
+            None,
+            DateTime::from_timestamp_millis(value),
+        ),
+        "WAITING" => (TokenState::Waiting, Some(value.unsigned_abs() + 1), None),
+        _ => (TokenState::Expired, None, None),
+    };
+    Grant {
+        user_id,
+        concert_id: concert,
+        state,
+        position,
+        eta_seconds: position.and_then(|p| eta_seconds(p, recent, policy.rate_per_second)),
+        active_until,
+    }
+}
+
+/// Joins `user` to `concert`'s line, or returns their live token and place.
+pub async fn join(
+    pool: &RedisPool,
+    keys: &Keys,
+    user: &UserId,
+    concert: ConcertId,
+    policy: &AdmissionPolicy,
+) -> RedisResult<Joined> {
+    let q = QueueKeys::new(keys, concert);
+    let candidate = QueueToken::new(concert, rand::rng().random());
+    let mut conn = pool.get().await?;
+    let (secret, created, state, value, recent): (String, i64, String, i64, u64) = JOIN
+        .key(q.user(user))
+        .key(q.part("seq"))
+        .key(q.part("waiting"))
+        .key(q.part("seen"))
+        .key(q.part("active"))
+        .key(q.part("admits"))
+        .key(q.record(candidate.secret()))
+        .arg(candidate.secret())
+        .arg(user.as_str())
+        .arg(millis(RECORD_RETENTION))
+        .arg(window_ms())
+        .invoke_async(&mut *conn)
+        .await?;
+    let token = QueueToken::from_parts(concert, &secret).ok_or_else(|| {
+        redis::RedisError::from((redis::ErrorKind::Parse, "malformed stored token"))
+    })?;
+    let grant = standing(user.clone(), concert, &state, value, recent, policy);
+    Ok(Joined {
+        token,
+        grant,
+        created: created == 1,
+    })
+}
+
+/// What `token` grants now; `None` if it was never issued (or is long gone).
+/// Asking counts as being seen, so a polling waiter keeps their place.
+pub async fn resolve(
+    pool: &RedisPool,
+    keys: &Keys,
+    token: &QueueToken,
+    policy: &AdmissionPolicy,
+) -> RedisResult<Option<Grant>> {
+    let q = QueueKeys::new(keys, token.concert());
+    let mut conn = pool.get().await?;
+    let found: Option<(String, String, i64, u64)> = RESOLVE
+        .key(q.record(token.secret()))
+        .key(q.part("waiting"))
+        .key(q.part("seen"))
+        .key(q.part("active"))
+        .key(q.part("admits"))
+        .arg(token.secret())
+        .arg(window_ms())
+        .invoke_async(&mut *conn)
+        .await?;
+    Ok(found.and_then(|(user, state, value, recent)| {
+        let user = UserId::parse(&user).ok()?;
+        Some(standing(
+            user,
+            token.concert(),
+            &state,
+            value,
+            recent,
+            policy,
+        ))
+    }))
+}
+
+/// Ends a token at once (its user left or paid). Joining again issues a new one.
+pub async fn end(
+    pool: &RedisPool,
+    keys: &Keys,
+    token: &QueueToken,
+    user: &UserId,
+) -> RedisResult<()> {
+    let q = QueueKeys::new(keys, token.concert());
+    let mut conn = pool.get().await?;
+    END.key(q.part("waiting"))
+        .key(q.part("seen"))
+        .key(q.part("active"))
+        .key(q.user(user))
+        .arg(token.secret())
+        .invoke_async::<i64>(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// What one admission tick did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tick {
+    /// Secrets of the tokens admitted, in ticket order.
+    pub admitted: Vec<String>,
+    /// Waiters dropped for not being seen within the grace period.
+    pub abandoned: u64,
+    pub active_until: Option<DateTime<Utc>>,
+}
+
+pub async fn tick(
+    pool: &RedisPool,
+    keys: &Keys,
+    concert: ConcertId,
+    policy: &AdmissionPolicy,
+) -> RedisResult<Tick> {
+    let q = QueueKeys::new(keys, concert);
+    let mut conn = pool.get().await?;
+    let (admitted, abandoned, active_until): (Vec<String>, u64, i64) = TICK
+        .key(q.part("waiting"))
+        .key(q.part("seen"))
+        .key(q.part("active"))
+        .key(q.part("admits"))
+        .arg(policy.capacity)
+        .arg(policy.rate_per_second)
+        .arg(millis(policy.active_for))
+        .arg(millis(policy.grace))
+        .arg(window_ms())
+        .arg(1_000)
+        .invoke_async(&mut *conn)
+        .await?;
+    Ok(Tick {
+        admitted,
+        abandoned,
+        active_until: DateTime::from_timestamp_millis(active_until),
+    })
+}
+
+/// Where each of `secrets` (waiting in `concert`'s line) stands: its position, or
+/// `None` if it is no longer waiting. One round trip for all of them.
+pub async fn positions(
+    pool: &RedisPool,
+    keys: &Keys,
+    concert: ConcertId,
+    secrets: &[String],
+    policy: &AdmissionPolicy,
+) -> RedisResult<Vec<(Option<u64>, Option<u64>)>> {
+    let q = QueueKeys::new(keys, concert);
+    let waiting = q.part("waiting");
+    let mut pipe = redis::pipe();
+    let now = Utc::now().timestamp_millis();
+    pipe.zcount(
+        q.part("admits"),
+        now - i64::try_from(window_ms()).unwrap_or(i64::MAX),
+        "+inf",
+    );
+    for secret in secrets {
+        pipe.zrank(&waiting, secret);
+    }
+    let mut conn = pool.get().await?;
+    let mut answers: Vec<redis::Value> = pipe.query_async(&mut *conn).await?;
+    let recent: u64 = redis::from_redis_value(answers.remove(0)).unwrap_or(0);
+    Ok(answers
+        .into_iter()
+        .map(|v| {
+            let position = redis::from_redis_value::<Option<u64>>(v)
+                .ok()
+                .flatten()
+                .map(|r| r + 1);
+            (
+                position,
+                position.and_then(|p| eta_seconds(p, recent, policy.rate_per_second)),
+            )
+        })
+        .collect())
+}
+
+/// Marks `secrets` as seen now (their holders are connected), if still waiting.
+pub async fn seen(
+    pool: &RedisPool,
+    keys: &Keys,
+    concert: ConcertId,
+    secrets: &[String],
+) -> RedisResult<()> {
+    if secrets.is_empty() {
+        return Ok(());
+    }
+    let now = Utc::now().timestamp_millis();
+    let mut cmd = redis::cmd("ZADD");
+    cmd.arg(QueueKeys::new(keys, concert).part("seen"))
+        .arg("XX");
+    for secret in secrets {
+        cmd.arg(now).arg(secret);
+    }
+    let mut conn = pool.get().await?;
+    cmd.query_async::<()>(&mut *conn).await?;
+    Ok(())
+}
+
+/// Concerts that have (had) a waiting room, so every instance ticks them.
+pub async fn register(pool: &RedisPool, keys: &Keys, concert: ConcertId) -> RedisResult<()> {
+    let mut conn = pool.get().await?;
+    redis::cmd("SADD")
+        .arg(keys.queues())
+        .arg(concert.0)
+        .query_async::<()>(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn registered(pool: &RedisPool, keys: &Keys) -> RedisResult<Vec<ConcertId>> {
+    let mut conn = pool.get().await?;
+    let ids: Vec<u64> = redis::cmd("SMEMBERS")
+        .arg(keys.queues())
+        .query_async(&mut *conn)
+        .await?;
+    Ok(ids.into_iter().map(ConcertId).collect())
+}
+
+/// What instances tell each other about a concert's line, over Redis pub/sub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueEvent {
+    pub concert: ConcertId,
+    /// Secrets admitted just now, ACTIVE until `active_until` (ms).
+    #[serde(default)]
+    pub admitted: Vec<String>,
+    #[serde(default)]
+    pub active_until: Option<i64>,
+    /// Secrets whose tokens ended (left, paid).
+    #[serde(default)]
+    pub ended: Vec<String>,
+    /// The line moved (admissions, abandonment, leaving): positions changed.
+    #[serde(default)]
+    pub moved: bool,
+}
+
+pub async fn publish(pool: &RedisPool, keys: &Keys, event: &QueueEvent) -> RedisResult<()> {
+    let payload = serde_json::to_string(event)
+        .map_err(|e| redis::RedisError::from((redis::ErrorKind::Parse, "event", e.to_string())))?;
+    let mut conn = pool.get().await?;
+    redis::cmd("PUBLISH")
+        .arg(keys.queue_events())
+        .arg(payload)
+        .query_async::<()>(&mut *conn)
+        .await?;
+    Ok(())
+}

@@ -23,7 +23,11 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     pub svc: Services,
+    pub hub: std::sync::Arc<boxoffice::waiting_room::Hub>,
+    settings: Settings,
     database: String,
+    /// Peers share the first instance's database and leave dropping it to it.
+    owns_database: bool,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -50,16 +54,29 @@ impl TestApp {
             ..Settings::default()
         };
         configure(&mut settings);
+        Self::start(settings, database, true).await
+    }
+
+    /// A second instance of the same deployment: same database, same Redis keys,
+    /// its own port (and whatever `configure` changes).
+    pub async fn spawn_peer(&self, configure: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = self.settings.clone();
+        configure(&mut settings);
+        Self::start(settings, self.database.clone(), false).await
+    }
+
+    async fn start(settings: Settings, database: String, owns_database: bool) -> Self {
         // `RUST_LOG=warn cargo nextest run ...` shows the server's logs of a failing test.
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .try_init();
-        let server = boxoffice::Server::bind(settings)
+        let server = boxoffice::Server::bind(settings.clone())
             .await
             .expect("server binds");
         let addr = server.local_addr();
         let svc = server.services().clone();
+        let hub = server.hub().clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server.run_until(async {
             let _ = rx.await;
@@ -71,7 +88,10 @@ impl TestApp {
                 .build()
                 .expect("client"),
             svc,
+            hub,
+            settings,
             database,
+            owns_database,
             shutdown: Some(tx),
         }
     }
@@ -254,6 +274,9 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if !self.owns_database {
+            return;
         }
         let database = self.database.clone();
         // Drop runs inside the test's runtime, so clean up on a thread of its own.

@@ -18,3 +18,4 @@ mod outages;
 mod payments;
 mod points;
 mod reservations;
+mod waiting_room;

@@ -23,7 +23,6 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     pub svc: Services,
-    pub hub: std::sync::Arc<boxoffice::waiting_room::Hub>,
     settings: Settings,
     database: String,
     /// Peers share the first instance's database and leave dropping it to it.
@@ -76,7 +75,6 @@ impl TestApp {
             .expect("server binds");
         let addr = server.local_addr();
         let svc = server.services().clone();
-        let hub = server.hub().clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server.run_until(async {
             let _ = rx.await;
@@ -88,7 +86,6 @@ impl TestApp {
                 .build()
                 .expect("client"),
             svc,
-            hub,
             settings,
             database,
             owns_database,

@@ -19,3 +19,4 @@ mod payments;
 mod points;
 mod reservations;
 mod waiting_room;
+mod waiting_room_page;

@@ -16,14 +16,14 @@ use crate::helpers::TestApp;
 
 struct Browser {
     child: Child,
-    _profile: PathBuf,
+    profile: PathBuf,
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self._profile);
+        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
 
@@ -50,7 +50,7 @@ fn launch(port: u16) -> Browser {
         .expect("chromium is installed (./dev deps installs it)");
     Browser {
         child,
-        _profile: profile,
+        profile: profile,
     }
 }
 

@@ -48,10 +48,7 @@ fn launch(port: u16) -> Browser {
         .stderr(Stdio::null())
         .spawn()
         .expect("chromium is installed (./dev deps installs it)");
-    Browser {
-        child,
-        profile: profile,
-    }
+    Browser { child, profile }
 }
 
 struct Page {

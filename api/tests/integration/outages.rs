@@ -18,17 +18,31 @@ struct OwnRedis {
 
 impl OwnRedis {
     fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
+        Self::start_with(port, &["--save", "", "--appendonly", "no"])
+    }
+
+    /// A Redis that keeps its data in `dir` (append-only file), as production would.
+    fn start_persistent(port: u16, dir: &std::path::Path) -> Self {
+        let dir = dir.to_str().expect("utf-8 path");
+        Self::start_with(
+            port,
+            &[
                 "--save",
                 "",
                 "--appendonly",
-                "no",
-            ])
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                dir,
+            ],
+        )
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is installed");
@@ -192,4 +206,69 @@ async fn with_mysql_unreachable_calls_answer_503_not_500() {
         "down"
     );
     assert_eq!(app.get("/health/live", None).await.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_redis_restart_waiters_keep_their_places_and_sockets_hear_again() {
+    use futures::StreamExt as _;
+
+    let dir = std::env::temp_dir().join(format!("boxoffice-redis-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = free_port();
+    let mut redis = OwnRedis::start_persistent(port, &dir);
+    let app = TestApp::spawn_with(|s| {
+        s.redis_url = format!("redis://127.0.0.1:{port}").into();
+        s.redis_timeout_ms = 300;
+        s.queue_admission = false;
+    })
+    .await;
+    let (concert, _) = app.create_concert(&[1], 100).await;
+    let mut tokens = Vec::new();
+    for user in ["first", "second", "third"] {
+        tokens.push(app.waiting_token(concert, user).await);
+    }
+    let url = format!("ws://{}/v1/queue/ws?token={}", app.addr, tokens[2]);
+    let mut socket = tokio_tungstenite::connect_async(&url).await.unwrap().0;
+    socket.next().await.unwrap().unwrap(); // its place: 3
+
+    redis.stop();
+    assert_problem(
+        app.get("/v1/queue/tokens/current", Some(&tokens[0])).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SERVICE_UNAVAILABLE",
+    )
+    .await;
+    let _redis = OwnRedis::start_persistent(port, &dir);
+
+    // The line survived, and so did every place in it.
+    for (place, token) in tokens.iter().enumerate() {
+        let mut standing = None;
+        for _ in 0..50 {
+            let res = app.get("/v1/queue/tokens/current", Some(token)).await;
+            if res.status() == StatusCode::OK {
+                standing = Some(res.json::<serde_json::Value>().await.unwrap());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let standing = standing.expect("Redis is back");
+        assert_eq!(standing["position"], u64::try_from(place).unwrap() + 1);
+    }
+    // The instance subscribed again: an admission reaches the socket still open.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    infra::service::queue::tick_all(&app.svc).await.unwrap();
+    let mut heard = None;
+    while let Ok(Some(Ok(frame))) =
+        tokio::time::timeout(Duration::from_secs(5), socket.next()).await
+    {
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+            heard = Some(serde_json::from_str::<serde_json::Value>(&text).unwrap());
+            break;
+        }
+    }
+    assert_eq!(
+        heard.expect("a message after the restart")["type"],
+        "admitted"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

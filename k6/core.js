@@ -110,11 +110,21 @@ function userId(kind) {
   return `b${RUN}-${kind}-${exec.vu.idInTest}`;
 }
 
+// Joins the waiting room and waits (polling, as a client without a socket would)
+// until the admission tick lets the token in. Returns the ACTIVE token or null.
 function join(concertId, user) {
   const res = http.post(`${BASE}/v1/queue/tokens`, JSON.stringify({ concertId, userId: user }), params('join'));
   const body = record('join', res, (r, b) =>
-    (r.status === 201 || r.status === 200) && b && /^[0-9a-f]{64}$/.test(b.token) && b.state === 'ACTIVE');
-  return body && body.token && body.state === 'ACTIVE' ? body.token : null;
+    (r.status === 201 || r.status === 200) && b && /^[0-9]+\.[0-9a-f]{64}$/.test(b.token)
+      && (b.state === 'ACTIVE' || (b.state === 'WAITING' && b.position >= 1)));
+  if (!body || !body.token) return null;
+  let state = body.state;
+  for (let i = 0; state === 'WAITING' && i < 200; i++) {
+    sleep(0.05);
+    const poll = http.get(`${BASE}/v1/queue/tokens/current`, params('queue_status', body.token));
+    state = poll.status === 200 ? poll.json('state') : null;
+  }
+  return state === 'ACTIVE' ? body.token : null;
 }
 
 function hold(token, scheduleId, seatNo, { takenIsExpected }) {

@@ -101,7 +101,7 @@ async fn mysql_up(svc: &Services) -> anyhow::Result<()> {
 }
 
 async fn redis_up(svc: &Services) -> anyhow::Result<()> {
-    let mut conn = svc.redis.get().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    redis::cmd("PING").query_async::<()>(&mut *conn).await?;
+    let mut conn = infra::redis::conn(&svc.redis).await?;
+    redis::cmd("PING").query_async::<()>(&mut conn).await?;
     Ok(())
 }

@@ -121,8 +121,8 @@ impl Cache {
                 .ignore();
         }
         let result: RedisResult<()> = async {
-            let mut conn = self.pool.get().await?;
-            pipe.query_async::<()>(&mut *conn).await?;
+            let mut conn = super::conn(&self.pool).await?;
+            pipe.query_async::<()>(&mut conn).await?;
             Ok(())
         }
         .await;
@@ -134,9 +134,9 @@ impl Cache {
     }
 
     async fn read(&self, key: &str) -> RedisResult<(String, Option<Bytes>)> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = super::conn(&self.pool).await?;
         let (generation, value): (String, Option<Vec<u8>>) =
-            READ.key(key).invoke_async(&mut *conn).await?;
+            READ.key(key).invoke_async(&mut conn).await?;
         Ok((generation, value.map(Bytes::from)))
     }
 
@@ -147,14 +147,14 @@ impl Cache {
         body: &[u8],
         ttl: Duration,
     ) -> RedisResult<()> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = super::conn(&self.pool).await?;
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         redis::cmd("SET")
             .arg(format!("{key}:v:{generation}"))
             .arg(body)
             .arg("PX")
             .arg(millis)
-            .query_async::<()>(&mut *conn)
+            .query_async::<()>(&mut conn)
             .await?;
         Ok(())
     }

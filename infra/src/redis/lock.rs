@@ -61,14 +61,14 @@ pub async fn try_acquire(
     ttl: Duration,
 ) -> RedisResult<Option<SeatLock>> {
     let value = format!("a:{:032x}", rand::rng().random::<u128>());
-    let mut conn = pool.get().await?;
+    let mut conn = super::conn(pool).await?;
     let set: Option<String> = redis::cmd("SET")
         .arg(&key)
         .arg(&value)
         .arg("NX")
         .arg("PX")
         .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-        .query_async(&mut *conn)
+        .query_async(&mut conn)
         .await?;
     Ok(set.map(|_| SeatLock { key, value }))
 }
@@ -136,7 +136,7 @@ async fn swap(
         };
         invocation.arg(value).arg(at).arg(after);
     }
-    let mut conn = pool.get().await?;
-    invocation.invoke_async::<i64>(&mut *conn).await?;
+    let mut conn = super::conn(pool).await?;
+    invocation.invoke_async::<i64>(&mut conn).await?;
     Ok(())
 }

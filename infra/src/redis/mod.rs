@@ -130,6 +130,23 @@ impl bb8::ManageConnection for RedisManager {
     }
 }
 
+/// A connection to send commands on. Connections are multiplexed: one carries the
+/// commands of every task holding a clone of it, pipelined. So the checkout is given
+/// back at once instead of held for the command: holding it would cap the commands
+/// in flight at the pool size, queue every other request behind bb8, and cost Redis a
+/// read and a write per command instead of one per batch. The pool's job is to keep
+/// a few healthy connections; a broken one is skipped (and dropped on its return).
+pub async fn conn(pool: &RedisPool) -> RedisResult<RedisConn> {
+    let mut checkout = pool.get().await?;
+    for _ in 0..pool.state().connections {
+        if !checkout.broken.load(Ordering::Relaxed) {
+            break;
+        }
+        checkout = pool.get().await?;
+    }
+    Ok(checkout.clone())
+}
+
 /// Either a checkout that timed out (Redis unreachable) or a command that failed.
 pub type RedisResult<T> = Result<T, RedisCallError>;
 

@@ -5,7 +5,7 @@
 //! touches one Redis Cluster slot, and every script reads Redis's own clock, so
 //! instances with skewed clocks still agree.
 //!
-//! Tokens are `<concert>.<secret>`; a token's record (its user and ticket) lives
+//! Tokens are `<concert>.<secret>`; a token's record (its user's id) lives
 //! beside its concert's queue. Its state is where it stands: in the ACTIVE set with
 //! time left, in the line, or neither (EXPIRED).
 
@@ -49,8 +49,7 @@ static JOIN: LazyLock<Script> = LazyLock::new(|| {
           end
         end
         local ticket = redis.call('INCR', KEYS[2])
-        redis.call('HSET', KEYS[7], 'user', ARGV[2], 'ticket', ticket)
-        redis.call('PEXPIRE', KEYS[7], ARGV[3])
+        redis.call('SET', KEYS[7], ARGV[2], 'PX', ARGV[3])
         redis.call('ZADD', KEYS[3], ticket, ARGV[1])
         redis.call('ZADD', KEYS[4], now, ARGV[1])
         redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
@@ -62,7 +61,7 @@ static JOIN: LazyLock<Script> = LazyLock::new(|| {
 static RESOLVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{NOW}
-        local user = redis.call('HGET', KEYS[1], 'user')
+        local user = redis.call('GET', KEYS[1])
         if not user then return false end
         local active_until = redis.call('ZSCORE', KEYS[4], ARGV[1])
         if active_until and tonumber(active_until) > now then
@@ -201,7 +200,7 @@ pub async fn join(
 ) -> RedisResult<Joined> {
     let q = QueueKeys::new(keys, concert);
     let candidate = QueueToken::new(concert, rand::rng().random());
-    let mut conn = pool.get().await?;
+    let mut conn = super::conn(pool).await?;
     let (secret, created, state, value, recent): (String, i64, String, i64, u64) = JOIN
         .key(q.user(user))
         .key(q.part("seq"))
@@ -214,7 +213,7 @@ pub async fn join(
         .arg(user.as_str())
         .arg(millis(RECORD_RETENTION))
         .arg(window_ms())
-        .invoke_async(&mut *conn)
+        .invoke_async(&mut conn)
         .await?;
     let token = QueueToken::from_parts(concert, &secret).ok_or_else(|| {
         redis::RedisError::from((redis::ErrorKind::Parse, "malformed stored token"))
@@ -236,7 +235,7 @@ pub async fn resolve(
     policy: &AdmissionPolicy,
 ) -> RedisResult<Option<Grant>> {
     let q = QueueKeys::new(keys, token.concert());
-    let mut conn = pool.get().await?;
+    let mut conn = super::conn(pool).await?;
     let found: Option<(String, String, i64, u64)> = RESOLVE
         .key(q.record(token.secret()))
         .key(q.part("waiting"))
@@ -245,7 +244,7 @@ pub async fn resolve(
         .key(q.part("admits"))
         .arg(token.secret())
         .arg(window_ms())
-        .invoke_async(&mut *conn)
+        .invoke_async(&mut conn)
         .await?;
     Ok(found.and_then(|(user, state, value, recent)| {
         let user = UserId::parse(&user).ok()?;
@@ -268,13 +267,13 @@ pub async fn end(
     user: &UserId,
 ) -> RedisResult<()> {
     let q = QueueKeys::new(keys, token.concert());
-    let mut conn = pool.get().await?;
+    let mut conn = super::conn(pool).await?;
     END.key(q.part("waiting"))
         .key(q.part("seen"))
         .key(q.part("active"))
         .key(q.user(user))
         .arg(token.secret())
-        .invoke_async::<i64>(&mut *conn)
+        .invoke_async::<i64>(&mut conn)
         .await?;
     Ok(())
 }
@@ -296,7 +295,7 @@ pub async fn tick(
     policy: &AdmissionPolicy,
 ) -> RedisResult<Tick> {
     let q = QueueKeys::new(keys, concert);
-    let mut conn = pool.get().await?;
+    let mut conn = super::conn(pool).await?;
     let (admitted, abandoned, active_until): (Vec<String>, u64, i64) = TICK
         .key(q.part("waiting"))
         .key(q.part("seen"))
@@ -308,7 +307,7 @@ pub async fn tick(
         .arg(millis(policy.grace))
         .arg(window_ms())
         .arg(1_000)
-        .invoke_async(&mut *conn)
+        .invoke_async(&mut conn)
         .await?;
     Ok(Tick {
         admitted,
@@ -338,8 +337,8 @@ pub async fn positions(
     for secret in secrets {
         pipe.zrank(&waiting, secret);
     }
-    let mut conn = pool.get().await?;
-    let mut answers: Vec<redis::Value> = pipe.query_async(&mut *conn).await?;
+    let mut conn = super::conn(pool).await?;
+    let mut answers: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
     let recent: u64 = redis::from_redis_value(answers.remove(0)).unwrap_or(0);
     Ok(answers
         .into_iter()
@@ -373,27 +372,27 @@ pub async fn seen(
     for secret in secrets {
         cmd.arg(now).arg(secret);
     }
-    let mut conn = pool.get().await?;
-    cmd.query_async::<()>(&mut *conn).await?;
+    let mut conn = super::conn(pool).await?;
+    cmd.query_async::<()>(&mut conn).await?;
     Ok(())
 }
 
 /// Concerts that have (had) a waiting room, so every instance ticks them.
 pub async fn register(pool: &RedisPool, keys: &Keys, concert: ConcertId) -> RedisResult<()> {
-    let mut conn = pool.get().await?;
+    let mut conn = super::conn(pool).await?;
     redis::cmd("SADD")
         .arg(keys.queues())
         .arg(concert.0)
-        .query_async::<()>(&mut *conn)
+        .query_async::<()>(&mut conn)
         .await?;
     Ok(())
 }
 
 pub async fn registered(pool: &RedisPool, keys: &Keys) -> RedisResult<Vec<ConcertId>> {
-    let mut conn = pool.get().await?;
+    let mut conn = super::conn(pool).await?;
     let ids: Vec<u64> = redis::cmd("SMEMBERS")
         .arg(keys.queues())
-        .query_async(&mut *conn)
+        .query_async(&mut conn)
         .await?;
     Ok(ids.into_iter().map(ConcertId).collect())
 }
@@ -419,11 +418,11 @@ pub struct QueueEvent {
 pub async fn publish(pool: &RedisPool, keys: &Keys, event: &QueueEvent) -> RedisResult<()> {
     let payload = serde_json::to_string(event)
         .map_err(|e| redis::RedisError::from((redis::ErrorKind::Parse, "event", e.to_string())))?;
-    let mut conn = pool.get().await?;
+    let mut conn = super::conn(pool).await?;
     redis::cmd("PUBLISH")
         .arg(keys.queue_events())
         .arg(payload)
-        .query_async::<()>(&mut *conn)
+        .query_async::<()>(&mut conn)
         .await?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod observe;
 pub mod routes;
 pub mod waiting_room;
 
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use infra::{Services, Settings};
+use observe::{HttpMetrics, RouteTemplates};
 use poem::listener::{Acceptor, Listener as _, TcpAcceptor, TcpListener};
 use poem::{
     Body, Endpoint, EndpointExt as _, IntoResponse, Request, Response, Route, get, handler,
@@ -84,8 +86,16 @@ pub fn api_service(svc: &Services) -> OpenApiService<Apis, ()> {
         .license(LicenseObject::new("MIT OR Apache-2.0"))
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application: [`routes`], measured.
 pub fn app(svc: Services, hub: Arc<Hub>) -> impl Endpoint {
+    let templates = RouteTemplates::from_spec(&api_service(&svc).spec());
+    let http_metrics = HttpMetrics::new(templates, svc.metrics.clone());
+    routes(svc, hub).with(http_metrics)
+}
+
+/// Every route, with the edge rules, but without HTTP metrics (which the metrics
+/// overhead benchmark compares against).
+pub fn routes(svc: Services, hub: Arc<Hub>) -> impl Endpoint {
     let api = api_service(&svc);
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
@@ -130,7 +140,15 @@ async fn edge<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> 
     let admin = req.uri().path().starts_with("/v1/admin");
     Ok(match next.call(req).await {
         Ok(resp) => resp.into_response(),
-        Err(err) => error::framework_error(err, admin),
+        Err(err) => {
+            // Keep the matched operation for the metrics around us.
+            let operation = err.data::<poem_openapi::OperationId>().copied();
+            let mut resp = error::framework_error(err, admin);
+            if let Some(operation) = operation {
+                resp.set_data(operation);
+            }
+            resp
+        }
     })
 }
 
@@ -139,12 +157,10 @@ fn waiting_room_page() -> poem::web::Html<&'static str> {
     poem::web::Html(include_str!("../static/waiting-room.html"))
 }
 
+/// Prometheus's scrape: the gauges read on demand, then everything.
 #[handler]
-#[expect(
-    clippy::needless_pass_by_value,
-    reason = "poem extractors are taken by value"
-)]
-fn metrics(svc: Data<&Services>) -> String {
+async fn metrics(svc: Data<&Services>) -> String {
+    infra::service::gauges::refresh(&svc, chrono::Utc::now()).await;
     svc.metrics.render()
 }
 

@@ -409,6 +409,7 @@ async fn close(sink: &mut Sink, code: u16, reason: &str) {
 
 /// One socket, from the first message to the close frame.
 async fn follow(hub: Arc<Hub>, raw_token: String, socket: WebSocketStream) {
+    let _open = OpenSocket::count(&hub.svc.metrics.websockets_open);
     let (mut sink, mut incoming) = socket.split();
     let (token, grant) = match infra::service::queue::authenticate(&hub.svc, &raw_token).await {
         Ok(found) => found,
@@ -482,6 +483,22 @@ async fn follow(hub: Arc<Hub>, raw_token: String, socket: WebSocketStream) {
         }
     }
     hub.leave(concert, id);
+}
+
+/// Counts a socket in `boxoffice_websockets_open` for as long as it is followed.
+struct OpenSocket(prometheus::IntGauge);
+
+impl OpenSocket {
+    fn count(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Tells the socket where `grant` stands; `false` when that ends the conversation.

@@ -13,6 +13,7 @@ mod helpers;
 mod auth;
 mod bad_input;
 mod lookups;
+mod metrics;
 mod openapi;
 mod outages;
 mod payments;

@@ -65,14 +65,15 @@ async fn a_thousand_concurrent_joiners_are_admitted_in_ticket_order() {
     .await;
     assert_eq!(tokens.iter().collect::<HashSet<_>>().len(), 1_000);
     let prefix = app.svc.keys.prefix().to_owned();
-    let mut redis = app.svc.redis.get().await.unwrap();
+    let mut redis = infra::redis::conn(&app.svc.redis).await.unwrap();
+    let line = format!("{prefix}:q:{{{concert}}}:waiting");
     let mut ticket_of = std::collections::HashMap::new();
     for token in &tokens {
-        let key = format!("{prefix}:q:{{{concert}}}:t:{}", secret(token));
-        let ticket: u64 = redis::cmd("HGET")
-            .arg(key)
-            .arg("ticket")
-            .query_async(&mut *redis)
+        // The line is scored by ticket number.
+        let ticket: u64 = redis::cmd("ZSCORE")
+            .arg(&line)
+            .arg(secret(token))
+            .query_async(&mut redis)
             .await
             .unwrap();
         ticket_of.insert(secret(token), ticket);

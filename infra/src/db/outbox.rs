@@ -45,11 +45,16 @@ pub async fn append(
     Ok(())
 }
 
-/// Events written but not yet published.
-pub async fn backlog(conn: &mut DbConn) -> QueryResult<i64> {
-    outbox::table
+/// How many events are written but not yet published, and when the oldest of them
+/// happened.
+pub async fn backlog(conn: &mut DbConn) -> QueryResult<(i64, Option<DateTime<Utc>>)> {
+    let (count, oldest): (i64, Option<chrono::NaiveDateTime>) = outbox::table
         .filter(outbox::published_at.is_null())
-        .count()
+        .select((
+            diesel::dsl::count_star(),
+            diesel::dsl::min(outbox::occurred_at),
+        ))
         .get_result(conn)
-        .await
+        .await?;
+    Ok((count, oldest.map(super::utc)))
 }

@@ -8,11 +8,16 @@ pub mod queue;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use prometheus::IntCounterVec;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::{
+    AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, ServerErrorKind,
+    Value,
+};
 use secrecy::ExposeSecret as _;
 
 use crate::config::Settings;
+use crate::metrics::Metrics;
 
 pub type RedisPool = bb8::Pool<RedisManager>;
 
@@ -25,7 +30,7 @@ pub fn client(settings: &Settings) -> anyhow::Result<redis::Client> {
 }
 
 /// Builds the pool lazily, so `serve` starts while Redis is still away.
-pub fn pool(settings: &Settings) -> anyhow::Result<RedisPool> {
+pub fn pool(settings: &Settings, metrics: &Metrics) -> anyhow::Result<RedisPool> {
     let client = client(settings)?;
     let timeout = settings.redis_timeout();
     let config = AsyncConnectionConfig::new()
@@ -36,7 +41,11 @@ pub fn pool(settings: &Settings) -> anyhow::Result<RedisPool> {
         .connection_timeout(timeout)
         // `has_broken` below retires dead connections, so no PING per checkout.
         .test_on_check_out(false)
-        .build_unchecked(RedisManager { client, config }))
+        .build_unchecked(RedisManager {
+            client,
+            config,
+            errors: metrics.redis_errors.clone(),
+        }))
 }
 
 /// A bb8 manager for multiplexed connections that, unlike bb8-redis's (whose
@@ -46,13 +55,16 @@ pub fn pool(settings: &Settings) -> anyhow::Result<RedisPool> {
 pub struct RedisManager {
     client: redis::Client,
     config: AsyncConnectionConfig,
+    /// `boxoffice_redis_errors_total`, by kind.
+    errors: IntCounterVec,
 }
 
-/// A multiplexed connection that remembers whether it has failed.
+/// A multiplexed connection that remembers whether it has failed, and counts how.
 #[derive(Clone)]
 pub struct RedisConn {
     inner: MultiplexedConnection,
     broken: Arc<AtomicBool>,
+    errors: IntCounterVec,
 }
 
 impl std::fmt::Debug for RedisConn {
@@ -65,14 +77,34 @@ impl std::fmt::Debug for RedisConn {
 
 impl RedisConn {
     fn note<T>(&self, result: &Result<T, RedisError>) {
-        if let Err(e) = result
-            && (e.is_unrecoverable_error()
-                || e.is_io_error()
-                || e.is_connection_dropped()
-                || e.is_timeout())
+        let Err(e) = result else { return };
+        // Script calls try EVALSHA first and load the script on NOSCRIPT: routine.
+        if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) {
+            return;
+        }
+        self.errors.with_label_values(&[error_kind(e)]).inc();
+        if e.is_unrecoverable_error()
+            || e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_timeout()
         {
             self.broken.store(true, Ordering::Relaxed);
         }
+    }
+}
+
+fn error_kind(e: &RedisError) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connection_dropped() {
+        "dropped"
+    } else if e.is_io_error() {
+        "io"
+    } else if matches!(e.kind(), ErrorKind::Server(ServerErrorKind::ResponseError)) {
+        // What a failing script (or a wrong-type command) answers.
+        "script"
+    } else {
+        "other"
     }
 }
 
@@ -114,10 +146,12 @@ impl bb8::ManageConnection for RedisManager {
         let inner = self
             .client
             .get_multiplexed_async_connection_with_config(&self.config)
-            .await?;
+            .await
+            .inspect_err(|_| self.errors.with_label_values(&["connect"]).inc())?;
         Ok(RedisConn {
             inner,
             broken: Arc::default(),
+            errors: self.errors.clone(),
         })
     }
 

@@ -5,7 +5,7 @@
 //! touches one Redis Cluster slot, and every script reads Redis's own clock, so
 //! instances with skewed clocks still agree.
 //!
-//! Tokens are `<concert>.<secret>`; a token's record (its user's id) lives
+//! Tokens are `<concert>.<secret>`; a token's record (`<joined at ms>:<user>`) lives
 //! beside its concert's queue. Its state is where it stands: in the ACTIVE set with
 //! time left, in the line, or neither (EXPIRED).
 
@@ -49,7 +49,7 @@ static JOIN: LazyLock<Script> = LazyLock::new(|| {
           end
         end
         local ticket = redis.call('INCR', KEYS[2])
-        redis.call('SET', KEYS[7], ARGV[2], 'PX', ARGV[3])
+        redis.call('SET', KEYS[7], now .. ':' .. ARGV[2], 'PX', ARGV[3])
         redis.call('ZADD', KEYS[3], ticket, ARGV[1])
         redis.call('ZADD', KEYS[4], now, ARGV[1])
         redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
@@ -61,8 +61,9 @@ static JOIN: LazyLock<Script> = LazyLock::new(|| {
 static RESOLVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{NOW}
-        local user = redis.call('GET', KEYS[1])
-        if not user then return false end
+        local record = redis.call('GET', KEYS[1])
+        if not record then return false end
+        local user = string.match(record, ':(.*)$')
         local active_until = redis.call('ZSCORE', KEYS[4], ARGV[1])
         if active_until and tonumber(active_until) > now then
           return {{user, 'ACTIVE', tonumber(active_until), 0}}
@@ -116,7 +117,7 @@ static TICK: LazyLock<Script> = LazyLock::new(|| {
             admitted[#admitted + 1] = secret
           end
         end
-        return {{admitted, #stale, active_until}}"
+        return {{admitted, #stale, active_until, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[3]), now}}"
     ))
 });
 
@@ -278,14 +279,18 @@ pub async fn end(
     Ok(())
 }
 
-/// What one admission tick did.
+/// What one admission tick did, and the line after it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Tick {
     /// Secrets of the tokens admitted, in ticket order.
     pub admitted: Vec<String>,
+    /// How long each admitted token waited, where its record says.
+    pub waited: Vec<Duration>,
     /// Waiters dropped for not being seen within the grace period.
     pub abandoned: u64,
     pub active_until: Option<DateTime<Utc>>,
+    pub waiting: u64,
+    pub active: u64,
 }
 
 pub async fn tick(
@@ -296,7 +301,14 @@ pub async fn tick(
 ) -> RedisResult<Tick> {
     let q = QueueKeys::new(keys, concert);
     let mut conn = super::conn(pool).await?;
-    let (admitted, abandoned, active_until): (Vec<String>, u64, i64) = TICK
+    let (admitted, abandoned, active_until, waiting, active, now): (
+        Vec<String>,
+        u64,
+        i64,
+        u64,
+        u64,
+        i64,
+    ) = TICK
         .key(q.part("waiting"))
         .key(q.part("seen"))
         .key(q.part("active"))
@@ -309,10 +321,27 @@ pub async fn tick(
         .arg(1_000)
         .invoke_async(&mut conn)
         .await?;
+    let waited = if admitted.is_empty() {
+        Vec::new()
+    } else {
+        let records: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(admitted.iter().map(|s| q.record(s)).collect::<Vec<_>>())
+            .query_async(&mut conn)
+            .await?;
+        records
+            .iter()
+            .filter_map(|r| r.as_deref()?.split_once(':')?.0.parse::<i64>().ok())
+            .filter_map(|joined| u64::try_from(now - joined).ok())
+            .map(Duration::from_millis)
+            .collect()
+    };
     Ok(Tick {
         admitted,
+        waited,
         abandoned,
         active_until: DateTime::from_timestamp_millis(active_until),
+        waiting,
+        active,
     })
 }
 

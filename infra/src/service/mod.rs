@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod catalog;
 pub mod expiry;
+pub mod gauges;
 pub mod payments;
 pub mod points;
 pub mod queue;
@@ -50,7 +51,7 @@ impl Services {
     pub fn new(settings: Settings, metrics: Metrics) -> anyhow::Result<Self> {
         let keys = Keys::new(&settings.redis_key_prefix);
         let db = db::pool(&settings);
-        let redis = redis_store::pool(&settings)?;
+        let redis = redis_store::pool(&settings, &metrics)?;
         let cache = Cache::new(
             redis.clone(),
             keys.clone(),
@@ -86,7 +87,12 @@ impl Services {
     }
 
     pub async fn db(&self) -> anyhow::Result<db::PooledConn<'_>> {
-        self.db.get().await.map_err(|e| {
+        let started = std::time::Instant::now();
+        let conn = self.db.get().await;
+        self.metrics
+            .db_pool_wait
+            .observe(started.elapsed().as_secs_f64());
+        conn.map_err(|e| {
             anyhow::Error::new(DependencyDown("MySQL")).context(format!("no MySQL connection: {e}"))
         })
     }

@@ -13,6 +13,7 @@ use super::{Abort, Services, retry_deadlocks};
 use crate::db::idempotency::{self, Scope, Stored};
 use crate::db::wallets::{self, LedgerKind};
 use crate::db::{is_unique_violation, outbox, payments, reservations};
+use crate::metrics::Outcome as _;
 use crate::redis::cache::Entry;
 use crate::redis::lock;
 
@@ -34,8 +35,30 @@ pub struct PaymentReceipt {
 /// the user's queue token ends and the seat map is invalidated.
 ///
 /// A retry with the same key replays the first answer even though the token has
-/// ended by then, so the token's state is checked only for new payments.
+/// ended by then, so the token's state is checked only for new payments. Returns
+/// the receipt and whether it is a replay.
 pub async fn pay(
+    svc: &Services,
+    token: &QueueToken,
+    grant: &Grant,
+    reservation: ReservationId,
+    key: &IdempotencyKey,
+    now: DateTime<Utc>,
+) -> Result<(PaymentReceipt, bool), PaymentError> {
+    let paid = settle(svc, token, grant, reservation, key, now).await;
+    let outcome = match &paid {
+        Ok((_, true)) => "replayed",
+        Ok((receipt, false)) => {
+            svc.metrics.points_spent.inc_by(receipt.amount.0);
+            "paid"
+        }
+        Err(e) => e.outcome(),
+    };
+    svc.metrics.payments.with_label_values(&[outcome]).inc();
+    paid
+}
+
+async fn settle(
     svc: &Services,
     token: &QueueToken,
     grant: &Grant,

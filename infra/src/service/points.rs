@@ -9,6 +9,7 @@ use super::{Abort, Services, retry_deadlocks};
 use crate::db::idempotency::{self, Scope, Stored};
 use crate::db::outbox;
 use crate::db::wallets::{self, LedgerKind, LedgerRow};
+use crate::metrics::Outcome as _;
 
 /// What a top-up answers, stored to replay for the same Idempotency-Key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +27,29 @@ pub async fn balance(svc: &Services, user: &UserId) -> anyhow::Result<Points> {
 /// Adds `amount` to the user's wallet once per Idempotency-Key. Returns the receipt
 /// and whether it is a replay of an earlier identical request.
 pub async fn charge(
+    svc: &Services,
+    user: &UserId,
+    amount: ChargeAmount,
+    key: &IdempotencyKey,
+    now: DateTime<Utc>,
+) -> Result<(ChargeReceipt, bool), ChargeError> {
+    let charged = top_up(svc, user, amount, key, now).await;
+    let outcome = match &charged {
+        Ok((_, true)) => "replayed",
+        Ok((receipt, false)) => {
+            svc.metrics.points_charged.inc_by(receipt.amount.0);
+            "charged"
+        }
+        Err(e) => e.outcome(),
+    };
+    svc.metrics
+        .point_charges
+        .with_label_values(&[outcome])
+        .inc();
+    charged
+}
+
+async fn top_up(
     svc: &Services,
     user: &UserId,
     amount: ChargeAmount,

@@ -2,14 +2,27 @@
 
 use std::time::Duration;
 
+use domain::queue::AdmissionPolicy;
 use domain::token::Grant;
 use domain::{ConcertId, JoinError, QueueToken, TokenError, UserId};
 
 use super::Services;
 use crate::db::catalog;
-use crate::redis::queue::{self, Joined, QueueEvent};
+use crate::metrics::Outcome as _;
+use crate::redis::queue::{self, Joined, QueueEvent, Tick};
 
 pub async fn join(svc: &Services, user: &UserId, concert: ConcertId) -> Result<Joined, JoinError> {
+    let joined = enter(svc, user, concert).await;
+    let result = match &joined {
+        Ok(j) if j.created => "created",
+        Ok(_) => "existing",
+        Err(e) => e.outcome(),
+    };
+    svc.metrics.queue_joins.with_label_values(&[result]).inc();
+    joined
+}
+
+async fn enter(svc: &Services, user: &UserId, concert: ConcertId) -> Result<Joined, JoinError> {
     if !concert_exists(svc, concert).await? {
         return Err(JoinError::ConcertNotFound);
     }
@@ -73,6 +86,7 @@ pub async fn tick_all(svc: &Services) -> anyhow::Result<()> {
     let policy = svc.settings.admission_policy();
     for concert in concerts {
         let tick = queue::tick(&svc.redis, &svc.keys, concert, &policy).await?;
+        observe(svc, concert, &tick, &policy);
         if tick.admitted.is_empty() && tick.abandoned == 0 {
             continue;
         }
@@ -91,6 +105,31 @@ pub async fn tick_all(svc: &Services) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn observe(svc: &Services, concert: ConcertId, tick: &Tick, policy: &AdmissionPolicy) {
+    let m = &svc.metrics;
+    let label = concert.to_string();
+    let label = [label.as_str()];
+    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    m.queue_waiting
+        .with_label_values(&label)
+        .set(gauge(tick.waiting));
+    m.queue_active
+        .with_label_values(&label)
+        .set(gauge(tick.active));
+    m.queue_capacity
+        .with_label_values(&label)
+        .set(gauge(policy.capacity));
+    m.queue_admissions
+        .with_label_values(&label)
+        .inc_by(tick.admitted.len() as u64);
+    m.queue_abandoned
+        .with_label_values(&label)
+        .inc_by(tick.abandoned);
+    for waited in &tick.waited {
+        m.queue_wait.observe(waited.as_secs_f64());
+    }
+}
+
 /// Ticks every `queue_tick_ms` until `shutdown` resolves.
 pub async fn run_admission(svc: Services, shutdown: impl Future<Output = ()>) {
     let mut tick = tokio::time::interval(Duration::from_millis(svc.settings.queue_tick_ms.max(5)));
@@ -101,7 +140,10 @@ pub async fn run_admission(svc: Services, shutdown: impl Future<Output = ()>) {
             () = &mut shutdown => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = tick_all(&svc).await {
+        let ticked = tick_all(&svc).await;
+        let result = if ticked.is_ok() { "ok" } else { "error" };
+        svc.metrics.queue_ticks.with_label_values(&[result]).inc();
+        if let Err(e) = ticked {
             tracing::warn!(error = format!("{e:#}"), "admission tick failed");
         }
     }

@@ -1,6 +1,6 @@
 //! Holding, reading and releasing a seat.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection as _;
@@ -14,6 +14,7 @@ use domain::{
 use super::{Abort, Services, catalog, retry_deadlocks};
 use crate::db::reservations::NewHold;
 use crate::db::{outbox, reservations};
+use crate::metrics::Outcome;
 use crate::redis::cache::Entry;
 use crate::redis::lock;
 
@@ -30,6 +31,19 @@ pub async fn hold(
     seat: SeatNo,
     now: DateTime<Utc>,
 ) -> Result<Reservation, HoldError> {
+    let held = take_seat(svc, grant, schedule, seat, now).await;
+    let outcome = held.as_ref().map_or_else(Outcome::outcome, |_| "held");
+    svc.metrics.holds.with_label_values(&[outcome]).inc();
+    held
+}
+
+async fn take_seat(
+    svc: &Services,
+    grant: &Grant,
+    schedule: ScheduleId,
+    seat: SeatNo,
+    now: DateTime<Utc>,
+) -> Result<Reservation, HoldError> {
     let info = catalog::schedule_info(svc, schedule)
         .await?
         .ok_or(HoldError::ScheduleNotFound)?;
@@ -37,16 +51,30 @@ pub async fn hold(
     if seat.get() > info.seat_count {
         return Err(HoldError::SeatNotFound);
     }
-    let lock = lock::try_acquire(
+    let started = Instant::now();
+    let attempt = lock::try_acquire(
         &svc.redis,
         svc.keys.seat_lock(schedule, seat),
         SEAT_LOCK_TTL,
     )
-    .await
-    // Fail closed: without the lock we could still not oversell, but we would
-    // send the whole crowd to MySQL; refusing is the safer overload behaviour.
-    .map_err(|e| HoldError::Unavailable(e.into()))?
-    .ok_or(HoldError::SeatTaken)?;
+    .await;
+    svc.metrics
+        .seat_lock_wait
+        .observe(started.elapsed().as_secs_f64());
+    let result = match &attempt {
+        Ok(Some(_)) => "acquired",
+        Ok(None) => "contended",
+        Err(_) => "error",
+    };
+    svc.metrics
+        .seat_lock_attempts
+        .with_label_values(&[result])
+        .inc();
+    let lock = attempt
+        // Fail closed: without the lock we could still not oversell, but we would
+        // send the whole crowd to MySQL; refusing is the safer overload behaviour.
+        .map_err(|e| HoldError::Unavailable(e.into()))?
+        .ok_or(HoldError::SeatTaken)?;
     let held = hold_in_db(svc, grant, info.concert_id, schedule, seat, now).await;
     let marked = match &held {
         // From now on a crowd on this seat gets its 409 from Redis alone.
@@ -131,6 +159,20 @@ pub async fn get(
 /// Gives one's own hold back. Releasing again, or after the hold lapsed, changes
 /// nothing and answers the same.
 pub async fn release(
+    svc: &Services,
+    grant: &Grant,
+    id: ReservationId,
+    now: DateTime<Utc>,
+) -> Result<Reservation, ReleaseError> {
+    let released = give_back(svc, grant, id, now).await;
+    let outcome = released
+        .as_ref()
+        .map_or_else(Outcome::outcome, |_| "released");
+    svc.metrics.releases.with_label_values(&[outcome]).inc();
+    released
+}
+
+async fn give_back(
     svc: &Services,
     grant: &Grant,
     id: ReservationId,

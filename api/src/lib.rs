@@ -245,7 +245,8 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then stops accepting, lets requests in
     /// flight finish (up to 30 s) and stops the background workers: hold expiry,
-    /// admission ticks (where enabled), and the waiting-room event listener.
+    /// the outbox relay and admission ticks (where enabled), and the waiting-room
+    /// event listener.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -262,6 +263,12 @@ impl Server {
             tokio::spawn(Arc::clone(&self.hub).listen(stopped())),
             tokio::spawn(Arc::clone(&self.hub).keep_alive(stopped())),
         ];
+        if self.svc.settings.outbox_relay {
+            workers.push(tokio::spawn(infra::service::relay::run(
+                self.svc.clone(),
+                stopped(),
+            )));
+        }
         if self.svc.settings.queue_admission {
             workers.push(tokio::spawn(infra::service::queue::run_admission(
                 self.svc.clone(),

@@ -1,4 +1,4 @@
-//! The boxoffice binary: `serve`, `migrate`, `seed`, `openapi`.
+//! The boxoffice binary: `serve`, `consume`, `migrate`, `seed`, `openapi`.
 
 use std::path::PathBuf;
 
@@ -27,8 +27,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the HTTP API and the hold-expiry worker.
+    /// Run the HTTP API with its workers: hold expiry, admission ticks, the outbox relay.
     Serve,
+    /// Consume the event stream into the sales projection (`/v1/admin/concerts/{id}/sales`).
+    Consume,
     /// Create the database if needed and apply pending migrations.
     Migrate,
     /// Migrate, then create the demo concert (3 schedules of 50 seats) unless it exists.
@@ -46,6 +48,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => {
             let server = boxoffice::Server::bind(settings).await?;
             server.run_until(shutdown_signal()).await
+        }
+        Command::Consume => {
+            infra::db::migrate(&settings).await?;
+            let svc = Services::new(settings, infra::metrics::Metrics::new())?;
+            infra::service::sales::consume(svc, shutdown_signal()).await
         }
         Command::Migrate => {
             let applied = infra::db::migrate(&settings).await?;

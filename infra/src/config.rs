@@ -15,6 +15,10 @@ use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "a flat configuration: each bool is an operator's switch"
+)]
 pub struct Settings {
     /// Where `serve` listens.
     pub listen: SocketAddr,
@@ -54,6 +58,18 @@ pub struct Settings {
     pub expiry_interval_ms: u64,
     /// How many lapsed holds the expiry worker frees per transaction.
     pub expiry_batch_size: u32,
+    /// Kafka bootstrap servers, comma-separated (`host:port,...`).
+    pub kafka_brokers: String,
+    /// The topic every event goes to, keyed by its reservation (or wallet).
+    pub kafka_topic: String,
+    /// Partitions of the topic when boxoffice creates it.
+    pub kafka_partitions: i32,
+    /// Whether `serve` runs the outbox relay (one instance relays at a time).
+    pub outbox_relay: bool,
+    /// Events the relay publishes per round.
+    pub outbox_batch_size: u32,
+    /// The consumer group of `boxoffice consume` (the sales projection).
+    pub kafka_consumer_group: String,
     /// Run migrations when `serve` starts.
     pub migrate_on_start: bool,
     /// `tracing` filter, e.g. `info,boxoffice=debug`.
@@ -84,6 +100,12 @@ impl Default for Settings {
             cache_ttl_seconds: 60,
             expiry_interval_ms: 1_000,
             expiry_batch_size: 200,
+            kafka_brokers: "127.0.0.1:9092".into(),
+            kafka_topic: "boxoffice.events".into(),
+            kafka_partitions: 3,
+            outbox_relay: true,
+            outbox_batch_size: 500,
+            kafka_consumer_group: "boxoffice-sales".into(),
             migrate_on_start: true,
             log_filter: "info".into(),
             log_json: false,

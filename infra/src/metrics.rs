@@ -120,6 +120,10 @@ pub struct Metrics {
     pub redis_errors: IntCounterVec,
     pub outbox_backlog: IntGauge,
     pub outbox_oldest_age: Gauge,
+    pub outbox_relay_leader: IntGauge,
+    pub outbox_relay_lag: Histogram,
+    pub kafka_publishes: IntCounterVec,
+    pub events_consumed: IntCounterVec,
 }
 
 impl Metrics {
@@ -311,6 +315,34 @@ impl Metrics {
                     "Age of the oldest unpublished outbox event; 0 when none.",
                 )
                 .unwrap_or_else(|e| unreachable!("{e}")),
+            ),
+            outbox_relay_leader: gauge(
+                r,
+                "outbox_relay_leader",
+                "1 while this instance is the one relaying the outbox to Kafka.",
+            ),
+            outbox_relay_lag: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "outbox_relay_lag_seconds",
+                        "Time from an event's commit to Kafka's acknowledgement of it.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                )
+                .unwrap_or_else(|e| unreachable!("{e}")),
+            ),
+            kafka_publishes: counters(
+                r,
+                "kafka_publishes_total",
+                "Events published to Kafka by topic and result (ok, error).",
+                &["topic", "result"],
+            ),
+            events_consumed: counters(
+                r,
+                "events_consumed_total",
+                "Events the sales projection read, by type and result (applied, duplicate, undecodable).",
+                &["type", "result"],
             ),
             registry,
             process,

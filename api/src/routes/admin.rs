@@ -1,7 +1,8 @@
 use chrono::{DateTime, Utc};
-use domain::{NewConcert, NewSchedule, Points, SeatNo, ValidationError};
+use domain::{ConcertId, NewConcert, NewSchedule, Points, SeatNo, ValidationError};
 use infra::Services;
 use infra::service::admin;
+use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
@@ -67,8 +68,61 @@ pub enum CreateConcertResponse {
     Created(Json<CreatedConcert>),
 }
 
+/// A concert's sales, as projected from the event stream by `boxoffice consume`.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase")]
+pub struct ConcertSales {
+    pub concert_id: u64,
+    /// Holds taken (each `ReservationHeld`).
+    pub holds: u64,
+    /// Holds given back by their owners.
+    pub releases: u64,
+    /// Holds that lapsed unpaid.
+    pub expirations: u64,
+    /// Seats paid for.
+    pub seats_sold: u64,
+    /// Points paid, in total.
+    pub revenue: u64,
+    /// When the last event for this concert was applied.
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum SalesResponse {
+    /// The projection as of its last consumed event; it trails the API by the
+    /// relay's and the consumer's lag.
+    #[oai(status = 200)]
+    Ok(Json<ConcertSales>),
+}
+
 #[OpenApi(prefix_path = "/v1/admin", tag = "Tag::Admin")]
 impl AdminApi {
+    /// A concert's sales
+    ///
+    /// Holds, releases, expirations, seats sold and revenue, built from the Kafka
+    /// event stream (each event counted once, however often it is delivered).
+    #[oai(
+        path = "/concerts/:concertId/sales",
+        method = "get",
+        operation_id = "concertSales"
+    )]
+    async fn concert_sales(
+        &self,
+        _auth: AdminAuth,
+        #[oai(name = "concertId")] concert_id: Path<u64>,
+    ) -> ApiResult<SalesResponse> {
+        let s = infra::service::sales::report(&self.svc, ConcertId(concert_id.0)).await?;
+        Ok(SalesResponse::Ok(Json(ConcertSales {
+            concert_id: s.concert_id,
+            holds: s.holds,
+            releases: s.releases,
+            expirations: s.expirations,
+            seats_sold: s.seats_sold,
+            revenue: s.revenue,
+            updated_at: infra::db::sales::updated_at(&s),
+        })))
+    }
+
     /// Create a concert
     ///
     /// With its schedules and their seats, all at once.

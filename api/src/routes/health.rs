@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use diesel_async::RunQueryDsl as _;
 use infra::Services;
+use infra::service::relay::RelayState;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
@@ -25,13 +26,29 @@ pub struct Liveness {
     pub status: CheckStatus,
 }
 
+/// The outbox relay of this instance. Kafka is optional for serving, so a
+/// degraded relay does not make the instance unready: events wait in the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum RelayStatus {
+    /// Not run on this instance.
+    Off,
+    /// Another instance relays; this one takes over if it goes.
+    Standby,
+    /// Publishing to Kafka.
+    Up,
+    /// Kafka (or MySQL) unreachable; retrying, events wait in the outbox.
+    Degraded,
+}
+
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase")]
 pub struct Readiness {
-    /// `up` only when every dependency is.
+    /// `up` only when MySQL and Redis are.
     pub status: CheckStatus,
     pub mysql: CheckStatus,
     pub redis: CheckStatus,
+    pub relay: RelayStatus,
 }
 
 #[derive(Debug, ApiResponse)]
@@ -61,7 +78,7 @@ impl HealthApi {
 
     /// Readiness probe
     ///
-    /// MySQL and Redis both answer.
+    /// MySQL and Redis both answer. Also says how the outbox relay is doing.
     #[oai(path = "/ready", method = "get", operation_id = "ready")]
     async fn ready(&self) -> ReadyResponse {
         let (mysql, redis) = tokio::join!(check(mysql_up(&self.svc)), check(redis_up(&self.svc)));
@@ -70,10 +87,17 @@ impl HealthApi {
         } else {
             CheckStatus::Down
         };
+        let relay = match self.svc.relay.get() {
+            RelayState::Off => RelayStatus::Off,
+            RelayState::Standby => RelayStatus::Standby,
+            RelayState::Up => RelayStatus::Up,
+            RelayState::Degraded => RelayStatus::Degraded,
+        };
         let body = Json(Readiness {
             status,
             mysql,
             redis,
+            relay,
         });
         if status == CheckStatus::Up {
             ReadyResponse::Ready(body)

@@ -87,6 +87,9 @@ async fn oversized_bodies_are_refused() {
     assert_problem(res, StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE").await;
 
     // Without a Content-Length the body is cut off at the limit and fails to parse.
+    // The server answers before the client has sent everything, and closing a socket
+    // with unread data resets it, so the client may see the reset instead of the 400:
+    // either way the body was refused, and never with a 2xx or 5xx.
     let stream = futures::stream::iter(
         big.into_bytes()
             .chunks(64 * 1024)
@@ -100,7 +103,11 @@ async fn oversized_bodies_are_refused() {
         .header("content-type", "application/json")
         .body(reqwest::Body::wrap_stream(stream))
         .send()
-        .await
-        .unwrap();
-    assert_problem(res, StatusCode::BAD_REQUEST, "MALFORMED_REQUEST").await;
+        .await;
+    match res {
+        Ok(res) => {
+            assert_problem(res, StatusCode::BAD_REQUEST, "MALFORMED_REQUEST").await;
+        }
+        Err(e) => assert!(e.is_request() && !e.is_timeout(), "{e:?}"),
+    }
 }

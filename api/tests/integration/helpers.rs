@@ -50,6 +50,8 @@ impl TestApp {
             queue_admit_rate: 100_000,
             queue_capacity: 100_000,
             log_filter: "warn".into(),
+            // Only the event tests run a broker (and turn the relay on).
+            outbox_relay: false,
             ..Settings::default()
         };
         configure(&mut settings);
@@ -90,6 +92,20 @@ impl TestApp {
             database,
             owns_database,
             shutdown: Some(tx),
+        }
+    }
+
+    /// The same deployment reached at another address (an instance run as a process
+    /// of its own). Dropping it stops and drops nothing.
+    pub fn at(&self, addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            http: self.http.clone(),
+            svc: self.svc.clone(),
+            settings: self.settings.clone(),
+            database: self.database.clone(),
+            owns_database: false,
+            shutdown: None,
         }
     }
 

@@ -8,10 +8,12 @@
     clippy::missing_panics_doc
 )]
 
+mod broker;
 mod helpers;
 
 mod auth;
 mod bad_input;
+mod events;
 mod lookups;
 mod metrics;
 mod openapi;

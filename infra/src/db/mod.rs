@@ -7,6 +7,7 @@ pub mod idempotency;
 pub mod outbox;
 pub mod payments;
 pub mod reservations;
+pub mod sales;
 pub mod schema;
 pub mod wallets;
 
@@ -48,6 +49,17 @@ pub fn pool(settings: &Settings) -> DbPool {
             settings.database_timeout_ms,
         ))
         .build_unchecked(manager)
+}
+
+/// A connection of its own, outside the pool, set up like pooled ones: for a
+/// session whose state must end with it (the relay's named lock).
+pub async fn connect(settings: &Settings) -> anyhow::Result<DbConn> {
+    let timeout = std::time::Duration::from_millis(settings.database_timeout_ms);
+    Ok(
+        tokio::time::timeout(timeout, establish(settings.database_url.expose_secret()))
+            .await
+            .context("connecting to MySQL timed out")??,
+    )
 }
 
 /// Every write path takes the row locks it relies on explicitly (`FOR UPDATE`,

@@ -58,3 +58,43 @@ pub async fn backlog(conn: &mut DbConn) -> QueryResult<(i64, Option<DateTime<Utc
         .await?;
     Ok((count, oldest.map(super::utc)))
 }
+
+/// An event waiting for the relay.
+#[derive(Debug, Clone, Queryable)]
+pub struct Unsent {
+    pub id: u64,
+    pub event_id: String,
+    pub event_type: String,
+    pub key: String,
+    pub payload: String,
+    pub occurred_at: chrono::NaiveDateTime,
+}
+
+/// The oldest `limit` unpublished events, in commit order.
+pub async fn unsent(conn: &mut DbConn, limit: u32) -> QueryResult<Vec<Unsent>> {
+    outbox::table
+        .filter(outbox::published_at.is_null())
+        .order(outbox::id)
+        .limit(i64::from(limit))
+        .select((
+            outbox::id,
+            outbox::event_id,
+            outbox::event_type,
+            outbox::event_key,
+            outbox::payload,
+            outbox::occurred_at,
+        ))
+        .load(conn)
+        .await
+}
+
+pub async fn mark_published(
+    conn: &mut DbConn,
+    ids: &[u64],
+    now: DateTime<Utc>,
+) -> QueryResult<usize> {
+    diesel::update(outbox::table.filter(outbox::id.eq_any(ids)))
+        .set(outbox::published_at.eq(naive(now)))
+        .execute(conn)
+        .await
+}

@@ -100,6 +100,26 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    consumed_events (event_id) {
+        event_id -> Char,
+        event_type -> Varchar,
+        consumed_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    concert_sales (concert_id) {
+        concert_id -> Unsigned<BigInt>,
+        holds -> Unsigned<BigInt>,
+        releases -> Unsigned<BigInt>,
+        expirations -> Unsigned<BigInt>,
+        seats_sold -> Unsigned<BigInt>,
+        revenue -> Unsigned<BigInt>,
+        updated_at -> Datetime,
+    }
+}
+
 diesel::joinable!(schedules -> concerts (concert_id));
 diesel::allow_tables_to_appear_in_same_query!(
     concerts,
@@ -111,4 +131,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     payments,
     idempotency_keys,
     outbox,
+    consumed_events,
+    concert_sales,
 );

@@ -9,7 +9,9 @@ pub mod gauges;
 pub mod payments;
 pub mod points;
 pub mod queue;
+pub mod relay;
 pub mod reservations;
+pub mod sales;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -31,6 +33,7 @@ pub struct Services {
     pub keys: Keys,
     pub cache: Cache,
     pub metrics: Metrics,
+    pub relay: relay::RelayHealth,
     schedules: Arc<RwLock<HashMap<ScheduleId, ScheduleInfo>>>,
     concerts: Arc<RwLock<HashSet<ConcertId>>>,
     /// Concerts whose waiting room this instance has registered (and so ticks, even
@@ -65,6 +68,7 @@ impl Services {
             keys,
             cache,
             metrics,
+            relay: relay::RelayHealth::default(),
             schedules: Arc::default(),
             concerts: Arc::default(),
             queues: Arc::default(),

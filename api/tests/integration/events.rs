@@ -1,0 +1,321 @@
+//! Events through the transactional outbox to a real broker (tansu) and into the
+//! sales projection: nothing lost, nothing counted twice.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::broker::{Broker, free_port};
+use crate::helpers::{ADMIN_KEY, TestApp};
+
+/// An app that relays to `broker`, on a topic of its own.
+async fn relaying_app(broker: &Broker) -> TestApp {
+    let topic = format!("boxoffice.test.{}", uuid::Uuid::now_v7().simple());
+    let brokers = broker.bootstrap();
+    TestApp::spawn_with(move |s| {
+        s.outbox_relay = true;
+        s.kafka_brokers = brokers;
+        s.kafka_topic = topic;
+        s.kafka_consumer_group = format!("sales-{}", uuid::Uuid::now_v7().simple());
+    })
+    .await
+}
+
+/// Joins, holds `seat`, tops up and pays: one sale, four events.
+async fn buy(app: &TestApp, concert: u64, schedule: u64, user: &str, seat: i64) {
+    let token = app.token(concert, user).await;
+    let reservation = app.held(&token, schedule, seat).await;
+    let charged = app.charge(&token, 1_000, &format!("c-{user}")).await;
+    assert_eq!(charged.status(), StatusCode::CREATED);
+    let paid = app.pay(&token, reservation, &format!("p-{user}")).await;
+    assert_eq!(paid.status(), StatusCode::CREATED, "{user} pays");
+}
+
+async fn buy_many(
+    app: &TestApp,
+    concert: u64,
+    schedule: u64,
+    prefix: &str,
+    seats: std::ops::Range<i64>,
+) {
+    futures::stream::iter(seats)
+        .for_each_concurrent(32, |seat| async move {
+            buy(app, concert, schedule, &format!("{prefix}-{seat}"), seat).await;
+        })
+        .await;
+}
+
+async fn until(what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..secs * 10 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen within {secs} s");
+}
+
+async fn unpublished(app: &TestApp) -> i64 {
+    app.scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+        .await
+}
+
+async fn sales(app: &TestApp, concert: u64) -> Value {
+    let res = app
+        .http
+        .get(app.url(&format!("/v1/admin/concerts/{concert}/sales")))
+        .header("X-Api-Key", ADMIN_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    res.json().await.unwrap()
+}
+
+/// The projection must say exactly what MySQL says.
+async fn assert_projection_matches_mysql(app: &TestApp, concert: u64) {
+    let s = sales(app, concert).await;
+    let sold = app
+        .scalar(&format!(
+            "SELECT COUNT(*) FROM payments p JOIN reservations r ON r.id = p.reservation_id WHERE r.concert_id = {concert}"
+        ))
+        .await;
+    let revenue = app
+        .scalar(&format!(
+            "SELECT COALESCE(SUM(p.amount), 0) FROM payments p JOIN reservations r ON r.id = p.reservation_id WHERE r.concert_id = {concert}"
+        ))
+        .await;
+    let holds = app
+        .scalar(&format!(
+            "SELECT COUNT(*) FROM reservations WHERE concert_id = {concert}"
+        ))
+        .await;
+    assert_eq!(s["seatsSold"], sold, "{s}");
+    assert_eq!(s["revenue"], revenue, "{s}");
+    assert_eq!(s["holds"], holds, "{s}");
+}
+
+/// Runs the projection consumer of `app`'s deployment in this process.
+fn consume_in_background(app: &TestApp) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let svc = app.svc.clone();
+    tokio::spawn(async move {
+        infra::service::sales::consume(svc, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("consumer runs");
+    });
+    stop
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_payments_are_published_once_each_in_order() {
+    let broker = Broker::start().await;
+    let app = relaying_app(&broker).await;
+    let (concert, schedules) = app.create_concert(&[1_000], 1_000).await;
+    let stop = consume_in_background(&app);
+    buy_many(&app, concert, schedules[0], "fan", 1..1_001).await;
+    until("the outbox drains", 60, async || {
+        unpublished(&app).await == 0
+    })
+    .await;
+
+    let topic = app.svc.settings.kafka_topic.clone();
+    let paid_ids = |events: &[(String, Value)]| {
+        events
+            .iter()
+            .filter(|(_, e)| e["type"] == "PaymentCompleted")
+            .map(|(_, e)| e["id"].as_str().unwrap().to_owned())
+            .collect::<HashSet<_>>()
+    };
+    let events = broker
+        .read_until(&topic, |e| paid_ids(e).len() >= 1_000)
+        .await;
+    assert_eq!(paid_ids(&events).len(), 1_000, "each payment published");
+    let paid_in_mysql = app.scalar("SELECT COUNT(*) FROM payments").await;
+    assert_eq!(paid_in_mysql, 1_000);
+    // Per reservation (the key), the hold comes before the payment.
+    let mut seen: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (key, event) in &events {
+        seen.entry(key)
+            .or_default()
+            .push(event["type"].as_str().unwrap());
+    }
+    for (key, types) in &seen {
+        if key.starts_with("reservation-") {
+            assert_eq!(types.first(), Some(&"ReservationHeld"), "{key}: {types:?}");
+        }
+    }
+
+    until("the projection catches up", 60, async || {
+        sales(&app, concert).await["seatsSold"] == 1_000
+    })
+    .await;
+    assert_projection_matches_mysql(&app, concert).await;
+    let _ = stop.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_outage_loses_nothing() {
+    let mut broker = Broker::start().await;
+    let app = relaying_app(&broker).await;
+    let (concert, schedules) = app.create_concert(&[400], 1_000).await;
+    let stop = consume_in_background(&app);
+    buy_many(&app, concert, schedules[0], "before", 1..21).await;
+    until("the outbox drains", 30, async || {
+        unpublished(&app).await == 0
+    })
+    .await;
+
+    broker.stop();
+    // Sales go on for 30 s without a broker; the outbox keeps every event.
+    let started = tokio::time::Instant::now();
+    let mut seat = 21;
+    while started.elapsed() < Duration::from_secs(30) {
+        buy_many(&app, concert, schedules[0], "during", seat..seat + 5).await;
+        seat += 5;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let ready: Value = app.get("/health/ready", None).await.json().await.unwrap();
+    assert_eq!(ready["status"], "up", "the app serves without Kafka");
+    assert_eq!(ready["relay"], "degraded", "{ready}");
+    assert!(unpublished(&app).await > 0);
+
+    broker.resume().await;
+    until(
+        "the outbox drains after the broker is back",
+        60,
+        async || unpublished(&app).await == 0,
+    )
+    .await;
+    let sold = seat - 1;
+    until("the projection catches up", 60, async || {
+        sales(&app, concert).await["seatsSold"] == sold
+    })
+    .await;
+    assert_projection_matches_mysql(&app, concert).await;
+    let _ = stop.send(());
+}
+
+/// `boxoffice <command>` as a process of its own, against `app`'s database and Redis.
+fn process(app: &TestApp, command: &str, port: u16, kafka: &str) -> Child {
+    let s = &app.svc.settings;
+    Command::new(env!("CARGO_BIN_EXE_boxoffice"))
+        .arg(command)
+        .env("BOXOFFICE_LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "BOXOFFICE_DATABASE_URL",
+            secrecy::ExposeSecret::expose_secret(&s.database_url),
+        )
+        .env(
+            "BOXOFFICE_REDIS_URL",
+            secrecy::ExposeSecret::expose_secret(&s.redis_url),
+        )
+        .env("BOXOFFICE_REDIS_KEY_PREFIX", &s.redis_key_prefix)
+        .env("BOXOFFICE_KAFKA_BROKERS", kafka)
+        .env("BOXOFFICE_KAFKA_TOPIC", &s.kafka_topic)
+        .env("BOXOFFICE_KAFKA_CONSUMER_GROUP", &s.kafka_consumer_group)
+        .env("BOXOFFICE_QUEUE_TICK_MS", "20")
+        .env("BOXOFFICE_LOG_FILTER", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the boxoffice binary runs")
+}
+
+fn sigkill(mut child: Child) {
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_committed_before_a_crash_is_published_after_restart() {
+    let mut broker = Broker::start().await;
+    // The test's own instance only creates the data; it does not relay.
+    let app = TestApp::spawn_with(|s| {
+        s.kafka_topic = format!("boxoffice.test.{}", uuid::Uuid::now_v7().simple());
+    })
+    .await;
+    let (concert, schedules) = app.create_concert(&[5], 1_000).await;
+    broker.stop();
+    // An instance that relays, while the broker is away: the payment commits, its
+    // event cannot be published; then the process is killed outright.
+    let port = free_port();
+    let doomed = process(&app, "serve", port, &broker.bootstrap());
+    let peer = app.at(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    until("the process serves", 30, async || {
+        peer.http.get(peer.url("/health/live")).send().await.is_ok()
+    })
+    .await;
+    buy(&peer, concert, schedules[0], "crash", 1).await;
+    sigkill(doomed);
+    let payment_events = "SELECT COUNT(*) FROM outbox WHERE event_type = 'PaymentCompleted' AND published_at IS NULL";
+    assert_eq!(
+        app.scalar(payment_events).await,
+        1,
+        "committed, not published"
+    );
+
+    broker.resume().await;
+    let revived = process(&app, "serve", port, &broker.bootstrap());
+    until("the event is published after the restart", 60, async || {
+        app.scalar(payment_events).await == 0
+    })
+    .await;
+    let topic = app.svc.settings.kafka_topic.clone();
+    let events = broker
+        .read_until(&topic, |e| {
+            e.iter().any(|(_, e)| e["type"] == "PaymentCompleted")
+        })
+        .await;
+    assert!(
+        events
+            .iter()
+            .any(|(k, e)| e["type"] == "PaymentCompleted" && k.starts_with("reservation-"))
+    );
+    sigkill(revived);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_killed_mid_stream_counts_nothing_twice() {
+    let broker = Broker::start().await;
+    let app = relaying_app(&broker).await;
+    let (concert, schedules) = app.create_concert(&[300], 1_000).await;
+    buy_many(&app, concert, schedules[0], "fan", 1..301).await;
+    until("the outbox drains", 60, async || {
+        unpublished(&app).await == 0
+    })
+    .await;
+
+    let port = free_port();
+    let consumer = process(&app, "consume", port, &broker.bootstrap());
+    until("the consumer is mid-stream", 60, async || {
+        sales(&app, concert).await["holds"].as_u64().unwrap_or(0) >= 50
+    })
+    .await;
+    // Killed before it commits its offsets: the next one is handed events again.
+    sigkill(consumer);
+    let before = sales(&app, concert).await;
+    assert!(
+        before["seatsSold"].as_u64().unwrap() < 300,
+        "stopped mid-stream: {before}"
+    );
+
+    let consumer = process(&app, "consume", port, &broker.bootstrap());
+    until("the projection catches up", 60, async || {
+        sales(&app, concert).await["seatsSold"] == 300
+    })
+    .await;
+    // Give redelivered duplicates time to arrive; they must change nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_projection_matches_mysql(&app, concert).await;
+    let applied = app.scalar("SELECT COUNT(*) FROM consumed_events").await;
+    let written = app.scalar("SELECT COUNT(*) FROM outbox").await;
+    assert_eq!(applied, written, "every event applied exactly once");
+    sigkill(consumer);
+}

@@ -1,0 +1,2 @@
+DROP TABLE concert_sales;
+DROP TABLE consumed_events;

@@ -1,0 +1,257 @@
+//! The outbox relay: publishes committed events to Kafka in commit order and marks
+//! them published.
+//!
+//! One instance relays at a time: the one holding MySQL's named lock
+//! `boxoffice_outbox_relay` on its relay connection. MySQL frees the lock when that
+//! connection or its process dies, and another instance takes over within a second;
+//! so several instances never race each other into publishing the same rows, and a
+//! reservation's events keep their order. Delivery is at least once: a row is marked
+//! only after Kafka acknowledged it, so a crash in between publishes it again, and
+//! consumers dedupe by event id.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use diesel::sql_types::{Integer, Nullable, Text};
+use diesel_async::RunQueryDsl as _;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use chrono::{DateTime, Utc};
+
+use super::Services;
+use crate::db::DbConn;
+use crate::db::outbox::{self, Unsent};
+use crate::kafka;
+
+const LEADER_LOCK: &str = "boxoffice_outbox_relay";
+/// How soon a leader with nothing to publish looks again.
+const IDLE_POLL: Duration = Duration::from_millis(20);
+/// How often a standby instance tries to become the relay.
+const STANDBY_POLL: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What `/health/ready` says about the relay of this instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RelayState {
+    /// Not run here (`outbox_relay = false`).
+    Off = 0,
+    /// Another instance relays; this one takes over if it goes.
+    Standby = 1,
+    /// Publishing.
+    Up = 2,
+    /// Failing to reach Kafka (or MySQL); retrying with backoff.
+    Degraded = 3,
+}
+
+impl RelayState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Standby => "standby",
+            Self::Up => "up",
+            Self::Degraded => "degraded",
+        }
+    }
+}
+
+/// The relay state, shared between the relay task and the readiness probe.
+#[derive(Debug, Default, Clone)]
+pub struct RelayHealth(Arc<AtomicU8>);
+
+impl RelayHealth {
+    pub fn get(&self) -> RelayState {
+        match AtomicU8::load(&self.0, Ordering::Relaxed) {
+            1 => RelayState::Standby,
+            2 => RelayState::Up,
+            3 => RelayState::Degraded,
+            _ => RelayState::Off,
+        }
+    }
+
+    fn set(&self, state: RelayState) {
+        AtomicU8::store(&self.0, state as u8, Ordering::Relaxed);
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = Nullable<Integer>)]
+    got: Option<i32>,
+}
+
+enum Round {
+    Published(usize),
+    Standby,
+}
+
+/// Relays until `shutdown` resolves. A round in progress is finished first, so a
+/// clean stop never leaves an acknowledged event unmarked.
+pub async fn run(svc: Services, shutdown: impl Future<Output = ()>) {
+    let producer = match kafka::producer(&svc.settings) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "the outbox relay cannot start");
+            svc.relay.set(RelayState::Degraded);
+            return;
+        }
+    };
+    tokio::pin!(shutdown);
+    let mut leader = None;
+    let mut topic_ready = false;
+    let mut failures = 0u32;
+    loop {
+        let pause = match round(&svc, &producer, &mut leader, &mut topic_ready).await {
+            Ok(Round::Published(n)) => {
+                failures = 0;
+                svc.relay.set(RelayState::Up);
+                if n == 0 { IDLE_POLL } else { Duration::ZERO }
+            }
+            Ok(Round::Standby) => {
+                failures = 0;
+                svc.relay.set(RelayState::Standby);
+                STANDBY_POLL
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                svc.relay.set(RelayState::Degraded);
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    failures,
+                    "outbox relay round failed"
+                );
+                backoff(failures)
+            }
+        };
+        svc.metrics
+            .outbox_relay_leader
+            .set(i64::from(leader.is_some()));
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// 100 ms, doubling, at most [`MAX_BACKOFF`].
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(100)
+        .saturating_mul(1 << failures.min(6))
+        .min(MAX_BACKOFF)
+}
+
+/// One round: become the relay if nobody is, then publish a batch. The relay keeps
+/// its own connection (not a pooled one: the lock lives as long as the session, and a
+/// connection dropped on error must take the lock with it).
+async fn round(
+    svc: &Services,
+    producer: &FutureProducer,
+    leader: &mut Option<DbConn>,
+    topic_ready: &mut bool,
+) -> anyhow::Result<Round> {
+    let mut conn = if let Some(conn) = leader.take() {
+        conn
+    } else if let Some(conn) = take_lead(svc).await? {
+        conn
+    } else {
+        return Ok(Round::Standby);
+    };
+    if !*topic_ready {
+        kafka::ensure_topic(&svc.settings).await?;
+        *topic_ready = true;
+    }
+    // A MySQL error drops the connection, and the lock with it: start over.
+    let batch = outbox::unsent(&mut conn, svc.settings.outbox_batch_size.max(1)).await?;
+    let published = publish(svc, producer, &batch).await;
+    let ids: Vec<u64> = batch
+        .iter()
+        .take(published.delivered)
+        .map(|e| e.id)
+        .collect();
+    if !ids.is_empty() {
+        outbox::mark_published(&mut conn, &ids, published.at).await?;
+    }
+    *leader = Some(conn);
+    match published.failure {
+        Some(e) => Err(e),
+        None => Ok(Round::Published(ids.len())),
+    }
+}
+
+/// A connection holding the relay lock, or `None` if another instance has it.
+async fn take_lead(svc: &Services) -> anyhow::Result<Option<DbConn>> {
+    let mut conn = crate::db::connect(&svc.settings).await?;
+    let locked: Locked = diesel::sql_query("SELECT GET_LOCK(?, 0) AS got")
+        .bind::<Text, _>(LEADER_LOCK)
+        .get_result(&mut conn)
+        .await?;
+    if locked.got != Some(1) {
+        return Ok(None);
+    }
+    tracing::info!("this instance now relays the outbox");
+    Ok(Some(conn))
+}
+
+struct Published {
+    /// How many of the batch, from its start, Kafka acknowledged.
+    delivered: usize,
+    at: DateTime<Utc>,
+    failure: Option<anyhow::Error>,
+}
+
+async fn publish(svc: &Services, producer: &FutureProducer, batch: &[Unsent]) -> Published {
+    let topic = &svc.settings.kafka_topic;
+    // Enqueued in commit order (each future enqueues on its first poll, and
+    // `join_all` polls them in order); the idempotent producer keeps that order.
+    let sends = batch
+        .iter()
+        .map(|event| producer.send(record(topic, event), kafka::DELIVERY_TIMEOUT));
+    let results = futures::future::join_all(sends).await;
+    let at = crate::now();
+    // Only the acknowledged prefix counts: whatever follows a failure is sent again,
+    // so a key's events never end up published out of order.
+    let delivered = results.iter().take_while(|r| r.is_ok()).count();
+    let m = &svc.metrics;
+    for event in &batch[..delivered] {
+        let lag = (at - crate::db::utc(event.occurred_at))
+            .to_std()
+            .unwrap_or_default();
+        m.outbox_relay_lag.observe(lag.as_secs_f64());
+    }
+    m.kafka_publishes
+        .with_label_values(&[topic, "ok"])
+        .inc_by(delivered as u64);
+    let failure = results
+        .get(delivered)
+        .and_then(|r| r.as_ref().err())
+        .map(|(e, _)| {
+            m.kafka_publishes.with_label_values(&[topic, "error"]).inc();
+            anyhow::anyhow!(
+                "Kafka did not take event {}: {e}",
+                batch[delivered].event_id
+            )
+        });
+    Published {
+        delivered,
+        at,
+        failure,
+    }
+}
+
+fn record<'a>(topic: &'a str, event: &'a Unsent) -> FutureRecord<'a, str, str> {
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "event-id",
+            value: Some(event.event_id.as_str()),
+        })
+        .insert(Header {
+            key: "event-type",
+            value: Some(event.event_type.as_str()),
+        });
+    FutureRecord::to(topic)
+        .key(event.key.as_str())
+        .payload(event.payload.as_str())
+        .headers(headers)
+}

@@ -1,0 +1,157 @@
+//! The sales projection (`boxoffice consume`): reads the event stream in a consumer
+//! group and keeps per-concert sales in MySQL for `GET /v1/concerts/{id}/sales`.
+//!
+//! Each event is applied in one transaction with the record of its id, and its
+//! offset is stored for commit only after that transaction: a crash replays events
+//! since the last commit, and the id record makes each replay a no-op.
+
+use chrono::{DateTime, Utc};
+use diesel_async::AsyncConnection as _;
+use domain::{ConcertId, DomainEvent, EventEnvelope, LookupError};
+use rdkafka::Message as _;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+
+use super::Services;
+use crate::db::catalog;
+use crate::db::sales::{self, ConcertSales, SalesDelta};
+use crate::kafka;
+
+/// What an event adds to its concert's sales, if it concerns a concert.
+pub fn delta(event: &DomainEvent) -> Option<(ConcertId, SalesDelta)> {
+    let one = SalesDelta::default();
+    match event {
+        DomainEvent::ReservationHeld { concert_id, .. } => {
+            Some((*concert_id, SalesDelta { holds: 1, ..one }))
+        }
+        DomainEvent::ReservationReleased { concert_id, .. } => {
+            Some((*concert_id, SalesDelta { releases: 1, ..one }))
+        }
+        DomainEvent::ReservationExpired { concert_id, .. } => Some((
+            *concert_id,
+            SalesDelta {
+                expirations: 1,
+                ..one
+            },
+        )),
+        DomainEvent::PaymentCompleted {
+            concert_id, amount, ..
+        } => Some((
+            *concert_id,
+            SalesDelta {
+                seats_sold: 1,
+                revenue: amount.0,
+                ..one
+            },
+        )),
+        DomainEvent::PointsCharged { .. } => None,
+    }
+}
+
+/// Applies one event unless it was applied before. Returns whether it was new.
+pub async fn apply(
+    svc: &Services,
+    envelope: &EventEnvelope,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let mut conn = svc.db().await?;
+    let applied = conn
+        .transaction(async |conn| {
+            let event = &envelope.event;
+            if !sales::claim_event(conn, &envelope.id, event.event_type(), now).await? {
+                return Ok::<_, anyhow::Error>(false);
+            }
+            if let Some((concert, d)) = delta(event) {
+                sales::add(conn, concert, d, now).await?;
+            }
+            Ok(true)
+        })
+        .await?;
+    Ok(applied)
+}
+
+/// A concert's sales as far as the projection has consumed; all zero before its
+/// first event.
+pub async fn report(svc: &Services, concert: ConcertId) -> Result<ConcertSales, LookupError> {
+    let mut conn = svc.db().await?;
+    if let Some(sales) = sales::of_concert(&mut conn, concert)
+        .await
+        .map_err(anyhow::Error::from)?
+    {
+        return Ok(sales);
+    }
+    let row = catalog::concert(&mut conn, concert)
+        .await
+        .map_err(anyhow::Error::from)?
+        .ok_or(LookupError::ConcertNotFound)?;
+    Ok(ConcertSales {
+        concert_id: concert.0,
+        holds: 0,
+        releases: 0,
+        expirations: 0,
+        seats_sold: 0,
+        revenue: 0,
+        updated_at: row.created_at,
+    })
+}
+
+/// Consumes until `shutdown` resolves. Undecodable events are logged and skipped
+/// (they would block the partition forever); a failure to apply one retries it.
+pub async fn consume(svc: Services, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    kafka::ensure_topic(&svc.settings).await?;
+    let consumer: StreamConsumer = kafka::consumer(&svc.settings)?;
+    consumer.subscribe(&[svc.settings.kafka_topic.as_str()])?;
+    tracing::info!(topic = %svc.settings.kafka_topic, group = %svc.settings.kafka_consumer_group, "consuming");
+    tokio::pin!(shutdown);
+    loop {
+        let message = tokio::select! {
+            () = &mut shutdown => break,
+            message = consumer.recv() => message,
+        };
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "Kafka receive failed");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let envelope = message
+            .payload()
+            .and_then(|p| serde_json::from_slice::<EventEnvelope>(p).ok());
+        let result = if let Some(envelope) = &envelope {
+            loop {
+                match apply(&svc, envelope, crate::now()).await {
+                    Ok(true) => break "applied",
+                    Ok(false) => break "duplicate",
+                    Err(e) => {
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            "applying an event failed; retrying"
+                        );
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        } else {
+            tracing::error!(
+                partition = message.partition(),
+                offset = message.offset(),
+                "skipping an event that does not decode"
+            );
+            "undecodable"
+        };
+        let kind = envelope
+            .as_ref()
+            .map_or("unknown", |e| e.event.event_type());
+        svc.metrics
+            .events_consumed
+            .with_label_values(&[kind, result])
+            .inc();
+        consumer.store_offset_from_message(&message)?;
+    }
+    // Commit what was applied before leaving the group.
+    if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+        tracing::debug!(error = %e, "final offset commit");
+    }
+    Ok(())
+}

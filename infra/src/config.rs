@@ -70,6 +70,10 @@ pub struct Settings {
     pub outbox_batch_size: u32,
     /// The consumer group of `boxoffice consume` (the sales projection).
     pub kafka_consumer_group: String,
+    /// How long a silent consumer keeps its partitions before the group hands them
+    /// to another (ms). Kafka's default, 45 s, stalls the projection that long after
+    /// a crash.
+    pub kafka_session_timeout_ms: u32,
     /// Run migrations when `serve` starts.
     pub migrate_on_start: bool,
     /// `tracing` filter, e.g. `info,boxoffice=debug`.
@@ -106,6 +110,7 @@ impl Default for Settings {
             outbox_relay: true,
             outbox_batch_size: 500,
             kafka_consumer_group: "boxoffice-sales".into(),
+            kafka_session_timeout_ms: 10_000,
             migrate_on_start: true,
             log_filter: "info".into(),
             log_json: false,

@@ -44,6 +44,10 @@ pub fn producer(settings: &Settings) -> anyhow::Result<FutureProducer> {
 pub fn consumer(settings: &Settings) -> anyhow::Result<StreamConsumer> {
     Ok(base(settings)
         .set("group.id", &settings.kafka_consumer_group)
+        .set(
+            "session.timeout.ms",
+            settings.kafka_session_timeout_ms.to_string(),
+        )
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")

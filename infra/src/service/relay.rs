@@ -90,20 +90,25 @@ enum Round {
 /// Relays until `shutdown` resolves. A round in progress is finished first, so a
 /// clean stop never leaves an acknowledged event unmarked.
 pub async fn run(svc: Services, shutdown: impl Future<Output = ()>) {
-    let producer = match kafka::producer(&svc.settings) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "the outbox relay cannot start");
-            svc.relay.set(RelayState::Degraded);
-            return;
-        }
-    };
+    for result in ["ok", "error"] {
+        svc.metrics
+            .kafka_publishes
+            .with_label_values(&[&svc.settings.kafka_topic, result]);
+    }
     tokio::pin!(shutdown);
+    let mut producer = None;
     let mut leader = None;
     let mut topic_ready = false;
     let mut failures = 0u32;
     loop {
-        let pause = match round(&svc, &producer, &mut leader, &mut topic_ready).await {
+        let outcome = match producer.as_ref() {
+            Some(p) => round(&svc, p, &mut leader, &mut topic_ready).await,
+            None => match kafka::producer(&svc.settings) {
+                Ok(p) => round(&svc, producer.insert(p), &mut leader, &mut topic_ready).await,
+                Err(e) => Err(e),
+            },
+        };
+        let pause = match outcome {
             Ok(Round::Published(n)) => {
                 failures = 0;
                 svc.relay.set(RelayState::Up);
@@ -122,6 +127,11 @@ pub async fn run(svc: Services, shutdown: impl Future<Output = ()>) {
                     failures,
                     "outbox relay round failed"
                 );
+                // A fresh producer after a failure: an idempotent producer whose sends
+                // timed out can be left with sequence numbers a restarted broker
+                // refuses forever; a new one starts clean (and a retried event is a
+                // duplicate at worst, which consumers drop by id).
+                producer = None;
                 backoff(failures)
             }
         };

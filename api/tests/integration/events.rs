@@ -152,7 +152,7 @@ async fn a_thousand_payments_are_published_once_each_in_order() {
         }
     }
 
-    until("the projection catches up", 60, async || {
+    until("the projection catches up", 120, async || {
         sales(&app, concert).await["seatsSold"] == 1_000
     })
     .await;
@@ -194,7 +194,7 @@ async fn a_broker_outage_loses_nothing() {
     )
     .await;
     let sold = seat - 1;
-    until("the projection catches up", 60, async || {
+    until("the projection catches up", 120, async || {
         sales(&app, concert).await["seatsSold"] == sold
     })
     .await;
@@ -294,7 +294,7 @@ async fn a_consumer_killed_mid_stream_counts_nothing_twice() {
 
     let port = free_port();
     let consumer = process(&app, "consume", port, &broker.bootstrap());
-    until("the consumer is mid-stream", 60, async || {
+    until("the consumer is mid-stream", 120, async || {
         sales(&app, concert).await["holds"].as_u64().unwrap_or(0) >= 50
     })
     .await;
@@ -307,7 +307,7 @@ async fn a_consumer_killed_mid_stream_counts_nothing_twice() {
     );
 
     let consumer = process(&app, "consume", port, &broker.bootstrap());
-    until("the projection catches up", 60, async || {
+    until("the projection catches up", 120, async || {
         sales(&app, concert).await["seatsSold"] == 300
     })
     .await;

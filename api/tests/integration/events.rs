@@ -319,3 +319,31 @@ async fn a_consumer_killed_mid_stream_counts_nothing_twice() {
     assert_eq!(applied, written, "every event applied exactly once");
     sigkill(consumer);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_relay_one_at_a_time_and_publish_each_event_once() {
+    let broker = Broker::start().await;
+    let a = relaying_app(&broker).await;
+    let b = a.spawn_peer(|_| {}).await;
+    let (concert, schedules) = a.create_concert(&[100], 1_000).await;
+    let (half, rest) = (1..51, 51..101);
+    tokio::join!(
+        buy_many(&a, concert, schedules[0], "a", half),
+        buy_many(&b, concert, schedules[0], "b", rest),
+    );
+    until("the outbox drains", 60, async || unpublished(&a).await == 0).await;
+    let leaders = a.svc.metrics.outbox_relay_leader.get() + b.svc.metrics.outbox_relay_leader.get();
+    assert_eq!(leaders, 1, "exactly one instance relays");
+
+    let written = usize::try_from(a.scalar("SELECT COUNT(*) FROM outbox").await).unwrap();
+    let topic = a.svc.settings.kafka_topic.clone();
+    let events = broker.read_until(&topic, |e| e.len() >= written).await;
+    // Nothing more arrives: no event was published twice.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ids: HashSet<&str> = events
+        .iter()
+        .map(|(_, e)| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), written);
+    assert_eq!(events.len(), written, "each event published once");
+}

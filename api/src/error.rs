@@ -14,7 +14,7 @@ use poem_openapi::{ApiResponse, Enum, Object};
 
 /// A problem detail (RFC 9457). Branch on `code`; `title` and `detail` are for people.
 #[derive(Debug, Clone, Object)]
-#[oai(rename_all = "camelCase", example)]
+#[oai(rename_all = "camelCase", example, skip_serializing_if_is_none)]
 pub struct Problem {
     /// A URI naming the problem type.
     #[oai(rename = "type")]

@@ -1,10 +1,12 @@
 //! How boxoffice is exposed: the poem + poem-openapi routes, the one error-to-HTTP
 //! mapping, and the server that runs them beside the background workers.
 
+pub mod allow;
 pub mod auth;
 pub mod error;
 pub mod observe;
 pub mod routes;
+pub mod text;
 pub mod waiting_room;
 
 use std::net::SocketAddr;
@@ -12,6 +14,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+use allow::AllowedMethods;
 use anyhow::Context as _;
 use infra::{Services, Settings};
 use observe::{HttpMetrics, RouteTemplates};
@@ -97,6 +100,7 @@ pub fn app(svc: Services, hub: Arc<Hub>) -> impl Endpoint {
 /// overhead benchmark compares against).
 pub fn routes(svc: Services, hub: Arc<Hub>) -> impl Endpoint {
     let api = api_service(&svc);
+    let allowed = Arc::new(AllowedMethods::from_spec(&api.spec()));
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
     Route::new()
@@ -106,15 +110,19 @@ pub fn routes(svc: Services, hub: Arc<Hub>) -> impl Endpoint {
         .at("/metrics", get(metrics))
         .at("/v1/queue/ws", get(waiting_room::queue_socket))
         .at("/waiting-room", get(waiting_room_page))
-        .around(edge)
+        .around(move |next, req| edge(next, req, Arc::clone(&allowed)))
         .data(svc)
         .data(hub)
 }
 
 /// Wraps every request: refuses a declared oversized body with 413 and cuts an
-/// undeclared (chunked) one off at the limit, where it then fails to parse; and
-/// turns the framework's own errors into problems.
-async fn edge<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
+/// undeclared (chunked) one off at the limit, where it then fails to parse; turns
+/// the framework's own errors into problems; and tells a 405 what is `Allow`ed.
+async fn edge<E: Endpoint>(
+    next: E,
+    mut req: Request,
+    allowed: Arc<AllowedMethods>,
+) -> poem::Result<Response> {
     let declared = req
         .header(poem::http::header::CONTENT_LENGTH)
         .and_then(|v| v.parse::<u64>().ok());
@@ -138,7 +146,8 @@ async fn edge<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> 
         req.set_body(Body::from_async_read(body));
     }
     let admin = req.uri().path().starts_with("/v1/admin");
-    Ok(match next.call(req).await {
+    let path = req.uri().path().to_owned();
+    let mut resp = match next.call(req).await {
         Ok(resp) => resp.into_response(),
         Err(err) => {
             // Keep the matched operation for the metrics around us.
@@ -149,7 +158,14 @@ async fn edge<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> 
             }
             resp
         }
-    })
+    };
+    if resp.status() == poem::http::StatusCode::METHOD_NOT_ALLOWED
+        && let Some(allow) = allowed.for_path(&path)
+    {
+        resp.headers_mut()
+            .insert(poem::http::header::ALLOW, allow.clone());
+    }
+    Ok(resp)
 }
 
 #[handler]

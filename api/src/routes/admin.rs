@@ -9,6 +9,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::Tag;
 use crate::auth::AdminAuth;
 use crate::error::ApiResult;
+use crate::text::Text;
 
 #[derive(Debug)]
 pub struct AdminApi {
@@ -16,34 +17,37 @@ pub struct AdminApi {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase", example)]
+#[oai(rename_all = "camelCase", example, skip_serializing_if_is_none)]
 pub struct CreateConcert {
-    pub title: String,
-    pub artist: String,
+    pub title: Text,
+    pub artist: Text,
     /// 1-100 performances.
     pub schedules: Vec<CreateSchedule>,
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct CreateSchedule {
-    pub venue: String,
+    pub venue: Text,
     pub starts_at: DateTime<Utc>,
     /// Seats numbered 1..=seatCount (1-100000).
+    #[oai(validator(minimum(value = "0"), maximum(value = "4294967295")))]
     pub seat_count: u32,
     /// The price of each seat in points (at most 10000000)...
+    #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
     pub price: u64,
     /// ...unless `prices` gives one per seat, seat 1 first (length = seatCount).
+    #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
     pub prices: Option<Vec<u64>>,
 }
 
 impl poem_openapi::types::Example for CreateConcert {
     fn example() -> Self {
         Self {
-            title: "Summer Tour".into(),
-            artist: "The Rustaceans".into(),
+            title: Text::from("Summer Tour"),
+            artist: Text::from("The Rustaceans"),
             schedules: vec![CreateSchedule {
-                venue: "Olympic Hall".into(),
+                venue: Text::from("Olympic Hall"),
                 starts_at: DateTime::from_timestamp(1_790_000_000, 0).unwrap_or_default(),
                 seat_count: 50,
                 price: 10_000,
@@ -54,7 +58,7 @@ impl poem_openapi::types::Example for CreateConcert {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct CreatedConcert {
     pub concert_id: u64,
     /// The new schedules' ids, in the order given.
@@ -70,7 +74,7 @@ pub enum CreateConcertResponse {
 
 /// A concert's sales, as projected from the event stream by `boxoffice consume`.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct ConcertSales {
     pub concert_id: u64,
     /// Holds taken (each `ReservationHeld`).
@@ -104,12 +108,16 @@ impl AdminApi {
     #[oai(
         path = "/concerts/:concertId/sales",
         method = "get",
-        operation_id = "concertSales"
+        operation_id = "getConcertSales"
     )]
     async fn concert_sales(
         &self,
         _auth: AdminAuth,
-        #[oai(name = "concertId")] concert_id: Path<u64>,
+        #[oai(
+            name = "concertId",
+            validator(minimum(value = "1"), maximum(value = "9007199254740991"))
+        )]
+        concert_id: Path<u64>,
     ) -> ApiResult<SalesResponse> {
         let s = infra::service::sales::report(&self.svc, ConcertId(concert_id.0)).await?;
         Ok(SalesResponse::Ok(Json(ConcertSales {
@@ -139,12 +147,12 @@ impl AdminApi {
             .map(|s| {
                 Ok(NewSchedule {
                     prices: seat_prices(s.seat_count, s.price, s.prices)?,
-                    venue: s.venue,
+                    venue: s.venue.0,
                     starts_at: s.starts_at,
                 })
             })
             .collect::<Result<_, ValidationError>>()?;
-        let concert = NewConcert::new(&body.title, &body.artist, schedules)?;
+        let concert = NewConcert::new(&body.title.0, &body.artist.0, schedules)?;
         let (id, schedule_ids) = admin::create_concert(&self.svc, &concert, infra::now()).await?;
         Ok(CreateConcertResponse::Created(Json(CreatedConcert {
             concert_id: id.0,

@@ -19,7 +19,7 @@ pub struct ConcertsApi {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct Concert {
     pub id: u64,
     pub title: String,
@@ -27,13 +27,13 @@ pub struct Concert {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct ConcertList {
     pub concerts: Vec<Concert>,
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct Schedule {
     pub id: u64,
     pub concert_id: u64,
@@ -45,7 +45,7 @@ pub struct Schedule {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct ScheduleList {
     pub concert_id: u64,
     pub schedules: Vec<Schedule>,
@@ -70,7 +70,7 @@ impl From<SeatState> for SeatStatus {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct Seat {
     pub seat_no: u32,
     /// Price in points.
@@ -79,7 +79,7 @@ pub struct Seat {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct SeatMap {
     pub schedule_id: u64,
     pub concert_id: u64,
@@ -144,7 +144,11 @@ impl ConcertsApi {
     )]
     async fn schedules(
         &self,
-        #[oai(name = "concertId")] concert_id: Path<u64>,
+        #[oai(
+            name = "concertId",
+            validator(minimum(value = "1"), maximum(value = "9007199254740991"))
+        )]
+        concert_id: Path<u64>,
     ) -> ApiResult<SchedulesResponse> {
         let concert = ConcertId(concert_id.0);
         let body = self
@@ -179,7 +183,11 @@ impl ConcertsApi {
     )]
     async fn seat_map(
         &self,
-        #[oai(name = "scheduleId")] schedule_id: Path<u64>,
+        #[oai(
+            name = "scheduleId",
+            validator(minimum(value = "1"), maximum(value = "9007199254740991"))
+        )]
+        schedule_id: Path<u64>,
     ) -> ApiResult<SeatMapResponse> {
         let schedule = ScheduleId(schedule_id.0);
         let body = self

@@ -21,7 +21,7 @@ pub enum CheckStatus {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct Liveness {
     pub status: CheckStatus,
 }
@@ -31,8 +31,8 @@ pub struct Liveness {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "lowercase")]
 pub enum RelayStatus {
-    /// Not run on this instance.
-    Off,
+    /// Not run on this instance (`BOXOFFICE_OUTBOX_RELAY=false`).
+    Disabled,
     /// Another instance relays; this one takes over if it goes.
     Standby,
     /// Publishing to Kafka.
@@ -42,7 +42,7 @@ pub enum RelayStatus {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct Readiness {
     /// `up` only when MySQL and Redis are.
     pub status: CheckStatus,
@@ -69,7 +69,7 @@ impl HealthApi {
     /// Liveness probe
     ///
     /// The process is up and serving.
-    #[oai(path = "/live", method = "get", operation_id = "live")]
+    #[oai(path = "/live", method = "get", operation_id = "getLiveness")]
     async fn live(&self) -> Json<Liveness> {
         Json(Liveness {
             status: CheckStatus::Up,
@@ -79,7 +79,7 @@ impl HealthApi {
     /// Readiness probe
     ///
     /// MySQL and Redis both answer. Also says how the outbox relay is doing.
-    #[oai(path = "/ready", method = "get", operation_id = "ready")]
+    #[oai(path = "/ready", method = "get", operation_id = "getReadiness")]
     async fn ready(&self) -> ReadyResponse {
         let (mysql, redis) = tokio::join!(check(mysql_up(&self.svc)), check(redis_up(&self.svc)));
         let status = if mysql == CheckStatus::Up && redis == CheckStatus::Up {
@@ -88,7 +88,7 @@ impl HealthApi {
             CheckStatus::Down
         };
         let relay = match self.svc.relay.get() {
-            RelayState::Off => RelayStatus::Off,
+            RelayState::Off => RelayStatus::Disabled,
             RelayState::Standby => RelayStatus::Standby,
             RelayState::Up => RelayStatus::Up,
             RelayState::Degraded => RelayStatus::Degraded,

@@ -16,9 +16,10 @@ pub struct PaymentsApi {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase", example)]
+#[oai(rename_all = "camelCase", example, skip_serializing_if_is_none)]
 pub struct PayRequest {
     /// One of the caller's HELD reservations.
+    #[oai(validator(minimum(value = "1"), maximum(value = "9007199254740991")))]
     pub reservation_id: u64,
 }
 
@@ -29,7 +30,7 @@ impl poem_openapi::types::Example for PayRequest {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct Payment {
     pub id: u64,
     pub reservation_id: u64,
@@ -57,7 +58,7 @@ impl PaymentsApi {
     /// Debits the price fixed at hold time from the caller's points, confirms the
     /// seat and ends the caller's queue token, all or nothing. Needs an ACTIVE
     /// token for the concert (except to replay an earlier answer).
-    #[oai(path = "/", method = "post", operation_id = "pay")]
+    #[oai(path = "/", method = "post", operation_id = "payReservation")]
     async fn pay(
         &self,
         auth: QueueAuth,

@@ -16,7 +16,7 @@ pub struct PointsApi {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct Balance {
     pub user_id: String,
     /// Points available to pay with.
@@ -24,7 +24,7 @@ pub struct Balance {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase", example)]
+#[oai(rename_all = "camelCase", example, skip_serializing_if_is_none)]
 pub struct ChargeRequest {
     /// Points to add: a whole number from 1 to 10000000.
     pub amount: i64,
@@ -37,7 +37,7 @@ impl poem_openapi::types::Example for ChargeRequest {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct Charge {
     pub amount: u64,
     /// The balance right after this charge.
@@ -53,7 +53,7 @@ pub enum LedgerKind {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct LedgerEntry {
     pub id: u64,
     pub kind: LedgerKind,
@@ -65,7 +65,7 @@ pub struct LedgerEntry {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct LedgerPage {
     /// Newest first.
     pub entries: Vec<LedgerEntry>,
@@ -134,9 +134,13 @@ impl PointsApi {
         &self,
         auth: QueueAuth,
         /// Entries per page, 1-100.
-        #[oai(default = "default_limit")]
+        #[oai(
+            default = "default_limit",
+            validator(minimum(value = "0"), maximum(value = "4294967295"))
+        )]
         limit: Query<u32>,
         /// Only entries older than this id (from `nextBefore`).
+        #[oai(validator(minimum(value = "1"), maximum(value = "9007199254740991")))]
         before: Query<Option<u64>>,
     ) -> ApiResult<Json<LedgerPage>> {
         let limit = limit.0.clamp(1, MAX_PAGE);

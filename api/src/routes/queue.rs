@@ -7,6 +7,7 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use super::Tag;
 use crate::auth::QueueAuth;
 use crate::error::ApiResult;
+use crate::text::Text;
 
 #[derive(Debug)]
 pub struct QueueApi {
@@ -14,19 +15,20 @@ pub struct QueueApi {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase", example)]
+#[oai(rename_all = "camelCase", example, skip_serializing_if_is_none)]
 pub struct JoinRequest {
+    #[oai(validator(minimum(value = "1"), maximum(value = "9007199254740991")))]
     pub concert_id: u64,
     /// The user, as asserted by the upstream login service: 1-64 letters, digits,
     /// `-`, `_`, `.` or `@`.
-    pub user_id: String,
+    pub user_id: Text,
 }
 
 impl poem_openapi::types::Example for JoinRequest {
     fn example() -> Self {
         Self {
             concert_id: 1,
-            user_id: "user-42".into(),
+            user_id: Text::from("user-42"),
         }
     }
 }
@@ -54,7 +56,7 @@ impl From<TokenState> for QueueState {
 
 /// A place in a concert's waiting room.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct QueueTicket {
     /// The bearer token for every later call. Keep it secret.
     pub token: String,
@@ -71,7 +73,7 @@ pub struct QueueTicket {
 
 /// Where the caller stands.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct QueueStatus {
     pub concert_id: u64,
     pub state: QueueState,
@@ -111,7 +113,7 @@ impl QueueApi {
     /// token and place while it is live.
     #[oai(path = "/tokens", method = "post", operation_id = "joinQueue")]
     async fn join(&self, body: Json<JoinRequest>) -> ApiResult<JoinResponse> {
-        let user = UserId::parse(&body.user_id)?;
+        let user = UserId::parse(&body.user_id.0)?;
         let joined =
             infra::service::queue::join(&self.svc, &user, ConcertId(body.concert_id)).await?;
         let grant = &joined.grant;

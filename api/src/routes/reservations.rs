@@ -16,8 +16,9 @@ pub struct ReservationsApi {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase", example)]
+#[oai(rename_all = "camelCase", example, skip_serializing_if_is_none)]
 pub struct HoldRequest {
+    #[oai(validator(minimum(value = "1"), maximum(value = "9007199254740991")))]
     pub schedule_id: u64,
     /// The seat to hold, from 1 to the schedule's seat count.
     pub seat_no: i64,
@@ -58,7 +59,11 @@ impl From<ReservationStatus> for ReservationState {
 
 /// A hold on one seat.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase", rename = "Reservation")]
+#[oai(
+    rename_all = "camelCase",
+    rename = "Reservation",
+    skip_serializing_if_is_none
+)]
 pub struct ReservationBody {
     pub id: u64,
     pub concert_id: u64,
@@ -118,7 +123,11 @@ impl ReservationsApi {
     async fn get(
         &self,
         auth: QueueAuth,
-        #[oai(name = "reservationId")] reservation_id: Path<u64>,
+        #[oai(
+            name = "reservationId",
+            validator(minimum(value = "1"), maximum(value = "9007199254740991"))
+        )]
+        reservation_id: Path<u64>,
     ) -> ApiResult<Json<ReservationBody>> {
         let r = reservations::get(
             &self.svc,
@@ -142,7 +151,11 @@ impl ReservationsApi {
     async fn release(
         &self,
         auth: QueueAuth,
-        #[oai(name = "reservationId")] reservation_id: Path<u64>,
+        #[oai(
+            name = "reservationId",
+            validator(minimum(value = "1"), maximum(value = "9007199254740991"))
+        )]
+        reservation_id: Path<u64>,
     ) -> ApiResult<Json<ReservationBody>> {
         let r = reservations::release(
             &self.svc,

@@ -111,3 +111,39 @@ async fn oversized_bodies_are_refused() {
         Err(e) => assert!(e.is_request() && !e.is_timeout(), "{e:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_wrong_json_type_is_refused_not_converted() {
+    let app = TestApp::spawn().await;
+    let (concert, _) = app.create_concert(&[1], 100).await;
+    for user in ["false", "42", "null", "[\"ann\"]"] {
+        let res = app
+            .http
+            .post(app.url("/v1/queue/tokens"))
+            .header("content-type", "application/json")
+            .body(format!("{{\"concertId\":{concert},\"userId\":{user}}}"))
+            .send()
+            .await
+            .unwrap();
+        assert_problem(res, StatusCode::BAD_REQUEST, "MALFORMED_REQUEST").await;
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_method_says_what_is_allowed() {
+    let app = TestApp::spawn().await;
+    for (method, path, allowed) in [
+        ("PUT", "/v1/reservations/7", "DELETE, GET"),
+        ("DELETE", "/v1/payments", "POST"),
+        ("POST", "/metrics", "GET"),
+    ] {
+        let res = app
+            .http
+            .request(method.parse().unwrap(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.headers()["allow"], allowed, "{method} {path}");
+        assert_problem(res, StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED").await;
+    }
+}

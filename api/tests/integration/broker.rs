@@ -32,8 +32,23 @@ impl Broker {
             dir,
             child: None,
         };
-        broker.resume().await;
-        broker
+        // Another test process may pick the same free port at the same moment; then
+        // one tansu cannot bind and exits, and the port answers for the other's.
+        for _ in 0..5 {
+            broker.resume().await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if broker.alive() {
+                return broker;
+            }
+            broker.addr.set_port(free_port());
+        }
+        panic!("tansu did not stay up on any port");
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().is_ok_and(|exited| exited.is_none()))
     }
 
     /// `host:port`, for `kafka_brokers`.

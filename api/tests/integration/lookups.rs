@@ -120,7 +120,7 @@ async fn probes_docs_and_metrics_are_served() {
     let ready: Value = app.get("/health/ready", None).await.json().await.unwrap();
     assert_eq!(
         ready,
-        serde_json::json!({"status": "up", "mysql": "up", "redis": "up", "relay": "off"})
+        serde_json::json!({"status": "up", "mysql": "up", "redis": "up", "relay": "disabled"})
     );
     let docs = app.get("/docs", None).await;
     assert_eq!(docs.status(), StatusCode::OK);

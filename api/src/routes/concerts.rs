@@ -79,11 +79,32 @@ pub struct Seat {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+#[oai(rename_all = "camelCase", example, skip_serializing_if_is_none)]
 pub struct SeatMap {
     pub schedule_id: u64,
     pub concert_id: u64,
     pub seats: Vec<Seat>,
+}
+
+impl poem_openapi::types::Example for SeatMap {
+    fn example() -> Self {
+        Self {
+            schedule_id: 1,
+            concert_id: 1,
+            seats: vec![
+                Seat {
+                    seat_no: 1,
+                    price: 15_000,
+                    status: SeatStatus::Sold,
+                },
+                Seat {
+                    seat_no: 2,
+                    price: 15_000,
+                    status: SeatStatus::Available,
+                },
+            ],
+        }
+    }
 }
 
 // Lookups answer with the cached JSON bytes as they are; `actual_type` tells the

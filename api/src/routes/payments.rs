@@ -30,7 +30,7 @@ impl poem_openapi::types::Example for PayRequest {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+#[oai(rename_all = "camelCase", example, skip_serializing_if_is_none)]
 pub struct Payment {
     pub id: u64,
     pub reservation_id: u64,
@@ -38,6 +38,18 @@ pub struct Payment {
     pub amount: u64,
     pub balance_after: u64,
     pub paid_at: DateTime<Utc>,
+}
+
+impl poem_openapi::types::Example for Payment {
+    fn example() -> Self {
+        Self {
+            id: 5,
+            reservation_id: 17,
+            amount: 15_000,
+            balance_after: 35_000,
+            paid_at: DateTime::from_timestamp(1_790_000_600, 0).unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Debug, ApiResponse)]

@@ -16,11 +16,20 @@ pub struct PointsApi {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+#[oai(rename_all = "camelCase", example, skip_serializing_if_is_none)]
 pub struct Balance {
     pub user_id: String,
     /// Points available to pay with.
     pub balance: u64,
+}
+
+impl poem_openapi::types::Example for Balance {
+    fn example() -> Self {
+        Self {
+            user_id: "user-42".into(),
+            balance: 35_000,
+        }
+    }
 }
 
 #[derive(Debug, Object)]
@@ -37,12 +46,22 @@ impl poem_openapi::types::Example for ChargeRequest {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+#[oai(rename_all = "camelCase", example, skip_serializing_if_is_none)]
 pub struct Charge {
     pub amount: u64,
     /// The balance right after this charge.
     pub balance: u64,
     pub charged_at: DateTime<Utc>,
+}
+
+impl poem_openapi::types::Example for Charge {
+    fn example() -> Self {
+        Self {
+            amount: 50_000,
+            balance: 50_000,
+            charged_at: DateTime::from_timestamp(1_790_000_600, 0).unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]

@@ -56,7 +56,7 @@ impl From<TokenState> for QueueState {
 
 /// A place in a concert's waiting room.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+#[oai(rename_all = "camelCase", example, skip_serializing_if_is_none)]
 pub struct QueueTicket {
     /// The bearer token for every later call. Keep it secret.
     pub token: String,
@@ -71,9 +71,23 @@ pub struct QueueTicket {
     pub active_until: Option<DateTime<Utc>>,
 }
 
+impl poem_openapi::types::Example for QueueTicket {
+    fn example() -> Self {
+        Self {
+            token: "1.9f2c4e0b7a1d3c5e8f6a2b4d6c8e0f1a3b5c7d9e1f2a4b6c8d0e2f4a6b8c0d2e4".into(),
+            concert_id: 1,
+            user_id: "user-42".into(),
+            state: QueueState::Waiting,
+            position: Some(12),
+            eta_seconds: Some(6),
+            active_until: None,
+        }
+    }
+}
+
 /// Where the caller stands.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+#[oai(rename_all = "camelCase", example, skip_serializing_if_is_none)]
 pub struct QueueStatus {
     pub concert_id: u64,
     pub state: QueueState,
@@ -85,6 +99,19 @@ pub struct QueueStatus {
     pub eta_seconds: Option<u64>,
     /// Until when an ACTIVE token may book.
     pub active_until: Option<DateTime<Utc>>,
+}
+
+impl poem_openapi::types::Example for QueueStatus {
+    fn example() -> Self {
+        Self {
+            concert_id: 1,
+            state: QueueState::Active,
+            position: None,
+            people_ahead: None,
+            eta_seconds: None,
+            active_until: Some(DateTime::from_timestamp(1_790_000_600, 0).unwrap_or_default()),
+        }
+    }
 }
 
 #[derive(Debug, ApiResponse)]

@@ -61,6 +61,7 @@ impl From<ReservationStatus> for ReservationState {
 #[derive(Debug, Object)]
 #[oai(
     rename_all = "camelCase",
+    example,
     rename = "Reservation",
     skip_serializing_if_is_none
 )]
@@ -74,6 +75,21 @@ pub struct ReservationBody {
     pub status: ReservationState,
     pub held_until: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+}
+
+impl poem_openapi::types::Example for ReservationBody {
+    fn example() -> Self {
+        Self {
+            id: 17,
+            concert_id: 1,
+            schedule_id: 1,
+            seat_no: 7,
+            price: 15_000,
+            status: ReservationState::Held,
+            held_until: DateTime::from_timestamp(1_790_000_600, 0).unwrap_or_default(),
+            created_at: DateTime::from_timestamp(1_790_000_300, 0).unwrap_or_default(),
+        }
+    }
 }
 
 impl From<Reservation> for ReservationBody {

@@ -120,7 +120,7 @@ async fn a_thousand_payments_are_published_once_each_in_order() {
     let (concert, schedules) = app.create_concert(&[1_000], 1_000).await;
     let stop = consume_in_background(&app);
     buy_many(&app, concert, schedules[0], "fan", 1..1_001).await;
-    until("the outbox drains", 60, async || {
+    until("the outbox drains", 120, async || {
         unpublished(&app).await == 0
     })
     .await;
@@ -287,7 +287,7 @@ async fn a_consumer_killed_mid_stream_counts_nothing_twice() {
     let app = relaying_app(&broker).await;
     let (concert, schedules) = app.create_concert(&[300], 1_000).await;
     buy_many(&app, concert, schedules[0], "fan", 1..301).await;
-    until("the outbox drains", 60, async || {
+    until("the outbox drains", 120, async || {
         unpublished(&app).await == 0
     })
     .await;
@@ -331,7 +331,10 @@ async fn two_instances_relay_one_at_a_time_and_publish_each_event_once() {
         buy_many(&a, concert, schedules[0], "a", half),
         buy_many(&b, concert, schedules[0], "b", rest),
     );
-    until("the outbox drains", 60, async || unpublished(&a).await == 0).await;
+    until("the outbox drains", 120, async || {
+        unpublished(&a).await == 0
+    })
+    .await;
     let leaders = a.svc.metrics.outbox_relay_leader.get() + b.svc.metrics.outbox_relay_leader.get();
     assert_eq!(leaders, 1, "exactly one instance relays");
 

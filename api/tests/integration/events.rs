@@ -202,8 +202,18 @@ async fn a_broker_outage_loses_nothing() {
     let _ = stop.send(());
 }
 
+/// A `boxoffice` process, killed when dropped (so a failing test leaves none behind).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `boxoffice <command>` as a process of its own, against `app`'s database and Redis.
-fn process(app: &TestApp, command: &str, port: u16, kafka: &str) -> Child {
+fn process(app: &TestApp, command: &str, port: u16, kafka: &str) -> Running {
     let s = &app.svc.settings;
     Command::new(env!("CARGO_BIN_EXE_boxoffice"))
         .arg(command)
@@ -225,12 +235,13 @@ fn process(app: &TestApp, command: &str, port: u16, kafka: &str) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Running)
         .expect("the boxoffice binary runs")
 }
 
-fn sigkill(mut child: Child) {
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+/// `Child::kill` is SIGKILL: no shutdown, no last offset commit, no last publish.
+fn sigkill(process: Running) {
+    drop(process);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

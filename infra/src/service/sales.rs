@@ -147,7 +147,11 @@ pub async fn consume(svc: Services, shutdown: impl Future<Output = ()>) -> anyho
             .events_consumed
             .with_label_values(&[kind, result])
             .inc();
-        consumer.store_offset_from_message(&message)?;
+        // Fails if a rebalance took the partition away meanwhile; its new owner
+        // replays the event, which the id record makes harmless.
+        if let Err(e) = consumer.store_offset_from_message(&message) {
+            tracing::warn!(error = %e, "offset not stored");
+        }
     }
     // Commit what was applied before leaving the group.
     if let Err(e) = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {

@@ -9,7 +9,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use boxoffice::observe::{HttpMetrics, RouteTemplates};
+use boxoffice::observe::HttpMetrics;
+use boxoffice::route_table::RouteTable;
 use criterion::{Criterion, criterion_group, criterion_main};
 use domain::catalog::{NewConcert, NewSchedule};
 use infra::{Services, Settings};
@@ -77,7 +78,7 @@ fn cached_seat_map(c: &mut Criterion) {
     // the noise of a Redis round trip.
     let trivial = poem::endpoint::make_sync(|_| "ok");
     let wrapped = poem::endpoint::make_sync(|_| "ok").with(HttpMetrics::new(
-        RouteTemplates::default(),
+        std::sync::Arc::new(RouteTable::default()),
         infra::metrics::Metrics::new(),
     ));
     let mut group = c.benchmark_group("an endpoint that does nothing");

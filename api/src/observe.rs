@@ -1,10 +1,9 @@
 //! HTTP metrics: every request counted by method, route template and status, timed,
 //! and gauged while in flight. The route is the template of the operation
-//! poem-openapi matched (found through its operationId in the spec), a fixed path
-//! for the few routes outside the spec, or `unmatched`: never a raw path, so ids in
-//! URLs cannot grow the number of series.
+//! poem-openapi matched (see [`RouteTable`]), a fixed path for the few routes outside
+//! the spec, or `unmatched`: never a raw path, so ids in URLs cannot grow the number
+//! of series.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,61 +12,18 @@ use poem::http::Method;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use poem_openapi::OperationId;
 
-/// Routes served outside the OpenAPI spec, labelled by their fixed path.
-const STATIC_ROUTES: &[&str] = &["/metrics", "/openapi.json", "/waiting-room", "/v1/queue/ws"];
-
-/// operationId -> route template, read from the generated spec.
-#[derive(Debug, Default)]
-pub struct RouteTemplates(HashMap<String, String>);
-
-impl RouteTemplates {
-    /// Reads every operation's path out of an OpenAPI document (JSON).
-    pub fn from_spec(spec_json: &str) -> Self {
-        let spec: serde_json::Value = serde_json::from_str(spec_json).unwrap_or_default();
-        let mut routes = HashMap::new();
-        if let Some(paths) = spec.get("paths").and_then(|p| p.as_object()) {
-            for (path, operations) in paths {
-                let ids = operations
-                    .as_object()
-                    .into_iter()
-                    .flat_map(|ops| ops.values())
-                    .filter_map(|op| op.get("operationId")?.as_str());
-                for id in ids {
-                    routes.insert(id.to_owned(), path.clone());
-                }
-            }
-        }
-        Self(routes)
-    }
-
-    fn label(&self, operation: Option<&OperationId>, path: &str) -> &str {
-        if let Some(route) = operation.and_then(|op| self.0.get(op.0)) {
-            return route;
-        }
-        if path == "/docs" || path.starts_with("/docs/") {
-            return "/docs";
-        }
-        STATIC_ROUTES
-            .iter()
-            .find(|route| **route == path)
-            .copied()
-            .unwrap_or("unmatched")
-    }
-}
+use crate::route_table::{self, RouteTable};
 
 /// The middleware; wrap the whole app in it so it sees the final status.
 #[derive(Debug, Clone)]
 pub struct HttpMetrics {
-    routes: Arc<RouteTemplates>,
+    routes: Arc<RouteTable>,
     metrics: Metrics,
 }
 
 impl HttpMetrics {
-    pub fn new(routes: RouteTemplates, metrics: Metrics) -> Self {
-        Self {
-            routes: Arc::new(routes),
-            metrics,
-        }
+    pub fn new(routes: Arc<RouteTable>, metrics: Metrics) -> Self {
+        Self { routes, metrics }
     }
 }
 
@@ -94,7 +50,8 @@ impl<E: Endpoint> Endpoint for HttpMetricsEndpoint<E> {
     async fn call(&self, req: Request) -> poem::Result<Response> {
         let metrics = &self.layer.metrics;
         let method = method_label(req.method());
-        let path = req.uri().path().to_owned();
+        // Worked out before the request is handed on, so no copy of the path is kept.
+        let outside_spec = route_table::static_label(req.uri().path());
         let _in_flight = InFlight::enter(&metrics.http_in_flight);
         let started = Instant::now();
         let result = self.inner.call(req).await.map(IntoResponse::into_response);
@@ -103,7 +60,9 @@ impl<E: Endpoint> Endpoint for HttpMetricsEndpoint<E> {
             Ok(resp) => (resp.status(), resp.data::<OperationId>()),
             Err(err) => (err.status(), err.data::<OperationId>()),
         };
-        let route = self.layer.routes.label(operation, &path);
+        let route = operation
+            .and_then(|op| self.layer.routes.template(op))
+            .unwrap_or(outside_spec);
         metrics
             .http_requests
             .with_label_values(&[method, route, status.as_str()])
@@ -145,22 +104,6 @@ impl Drop for InFlight<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn routes_are_templates_fixed_paths_or_unmatched() {
-        let routes = RouteTemplates::from_spec(
-            r#"{"paths":{"/v1/reservations/{reservationId}":{"get":{"operationId":"getReservation"},"delete":{"operationId":"releaseReservation"}}}}"#,
-        );
-        let op = OperationId("releaseReservation");
-        assert_eq!(
-            routes.label(Some(&op), "/v1/reservations/17"),
-            "/v1/reservations/{reservationId}"
-        );
-        assert_eq!(routes.label(None, "/metrics"), "/metrics");
-        assert_eq!(routes.label(None, "/docs/index.css"), "/docs");
-        assert_eq!(routes.label(None, "/v1/reservations/17/x"), "unmatched");
-        assert_eq!(routes.label(None, "/docsx"), "unmatched");
-    }
 
     #[test]
     fn odd_methods_share_a_label() {

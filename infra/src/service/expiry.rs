@@ -88,20 +88,13 @@ pub async fn expire_lapsed(svc: &Services, now: DateTime<Utc>) -> anyhow::Result
 
 /// Runs [`expire_lapsed`] every `expiry_interval_ms` until `shutdown` resolves.
 pub async fn run(svc: Services, shutdown: impl Future<Output = ()>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(
-        svc.settings.expiry_interval_ms.max(10),
-    ));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => return,
-            _ = tick.tick() => {}
-        }
+    let period = Duration::from_millis(svc.settings.expiry_interval_ms.max(10));
+    super::every(period, shutdown, || async {
         match expire_lapsed(&svc, crate::now()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "expired lapsed holds"),
             Err(e) => tracing::error!(error = format!("{e:#}"), "expiry worker run failed"),
         }
-    }
+    })
+    .await;
 }

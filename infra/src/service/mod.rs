@@ -102,6 +102,25 @@ impl Services {
     }
 }
 
+/// Runs `job` every `period` until `shutdown` resolves. A run that overruns delays
+/// the next one rather than bunching them up; a run in progress is finished first.
+pub(crate) async fn every<F: Future<Output = ()>>(
+    period: std::time::Duration,
+    shutdown: impl Future<Output = ()>,
+    mut job: impl FnMut() -> F,
+) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        job().await;
+    }
+}
+
 /// A dependency could not be reached at all (as opposed to a query that failed).
 /// It travels inside `Internal` errors; the API answers it with 503, not 500.
 #[derive(Debug, thiserror::Error)]

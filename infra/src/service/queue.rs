@@ -132,21 +132,16 @@ fn observe(svc: &Services, concert: ConcertId, tick: &Tick, policy: &AdmissionPo
 
 /// Ticks every `queue_tick_ms` until `shutdown` resolves.
 pub async fn run_admission(svc: Services, shutdown: impl Future<Output = ()>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(svc.settings.queue_tick_ms.max(5)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => return,
-            _ = tick.tick() => {}
-        }
+    let period = Duration::from_millis(svc.settings.queue_tick_ms.max(5));
+    super::every(period, shutdown, || async {
         let ticked = tick_all(&svc).await;
         let result = if ticked.is_ok() { "ok" } else { "error" };
         svc.metrics.queue_ticks.with_label_values(&[result]).inc();
         if let Err(e) = ticked {
             tracing::warn!(error = format!("{e:#}"), "admission tick failed");
         }
-    }
+    })
+    .await;
 }
 
 /// Concerts are never deleted, so a concert seen once is remembered.

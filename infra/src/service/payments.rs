@@ -136,17 +136,22 @@ async fn settle(
     );
     match paid {
         Ok((receipt, r)) => {
+            // Three independent Redis updates, in flight together: the answer waits
+            // for one round trip, not three.
             let key = svc.keys.seat_lock(r.schedule_id, r.seat_no);
-            if let Err(e) = lock::mark_sold(&svc.redis, &key, r.id).await {
+            let invalidated = [
+                Entry::SeatMap(r.schedule_id),
+                Entry::Schedules(r.concert_id),
+            ];
+            let (marked, (), ended) = tokio::join!(
+                lock::mark_sold(&svc.redis, &key, r.id),
+                svc.cache.invalidate(&invalidated),
+                super::queue::end(svc, token, grant),
+            );
+            if let Err(e) = marked {
                 tracing::warn!(error = %e, "seat marker not set to sold; MySQL answers for the seat");
             }
-            svc.cache
-                .invalidate(&[
-                    Entry::SeatMap(r.schedule_id),
-                    Entry::Schedules(r.concert_id),
-                ])
-                .await;
-            if let Err(e) = super::queue::end(svc, token, grant).await {
+            if let Err(e) = ended {
                 // The sale stands; the token lapses by itself at active-until.
                 tracing::warn!(error = %e, "could not end the queue token after payment");
             }

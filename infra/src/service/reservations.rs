@@ -75,19 +75,25 @@ async fn take_seat(
         // send the whole crowd to MySQL; refusing is the safer overload behaviour.
         .map_err(|e| HoldError::Unavailable(e.into()))?
         .ok_or(HoldError::SeatTaken)?;
-    let held = hold_in_db(svc, grant, info.concert_id, schedule, seat, now).await;
-    let marked = match &held {
-        // From now on a crowd on this seat gets its 409 from Redis alone.
-        Ok(r) => lock.into_hold(&svc.redis, r.id, r.held_until).await,
-        Err(_) => lock.release(&svc.redis).await,
+    let reservation = match hold_in_db(svc, grant, info.concert_id, schedule, seat, now).await {
+        Ok(r) => r,
+        Err(e) => {
+            if let Err(e) = lock.release(&svc.redis).await {
+                tracing::warn!(error = %e, "seat lock release failed; it lapses by its TTL");
+            }
+            return Err(e);
+        }
     };
+    // Both in flight together: the answer waits for one Redis round trip, not two.
+    let invalidated = [Entry::SeatMap(schedule), Entry::Schedules(info.concert_id)];
+    let (marked, ()) = tokio::join!(
+        // From now on a crowd on this seat gets its 409 from Redis alone.
+        lock.into_hold(&svc.redis, reservation.id, reservation.held_until),
+        svc.cache.invalidate(&invalidated),
+    );
     if let Err(e) = marked {
         tracing::warn!(error = %e, "seat lock update failed; it lapses by its TTL");
     }
-    let reservation = held?;
-    svc.cache
-        .invalidate(&[Entry::SeatMap(schedule), Entry::Schedules(info.concert_id)])
-        .await;
     Ok(reservation)
 }
 

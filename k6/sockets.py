@@ -4,7 +4,7 @@
     python3 k6/sockets.py --app-pid PID [--base http://127.0.0.1:18090] [--users 10000]
                           [--idle 30] [--connect-concurrency 200] [--json k6/out/sockets.json]
 
-Normally started by `k6/bench-queue --only sockets`, which runs the app with
+Normally started by `k6/bench-ceilings --only sockets`, which runs the app with
 BOXOFFICE_QUEUE_CAPACITY=1, BOXOFFICE_QUEUE_ADMIT_RATE=1, BOXOFFICE_QUEUE_TICK_MS=100
 and BOXOFFICE_QUEUE_ADMISSION=true. Steps:
 

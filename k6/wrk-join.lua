@@ -5,7 +5,7 @@
 -- userId = "w<runId>-<thread>-<counter>", unique per run, thread and request, so every
 -- answer should be a 201 (a new place in line); wrk's own "Non-2xx or 3xx responses"
 -- line counts anything else. No response() hook: it would make wrk parse each body in
--- Lua and cost load-generator CPU. bench-queue checks instead that the concert's
+-- Lua and cost load-generator CPU. bench-ceilings checks instead that the concert's
 -- ticket counter in Redis equals the number of requests wrk completed.
 
 local counter = 1

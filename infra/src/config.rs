@@ -68,6 +68,9 @@ pub struct Settings {
     pub outbox_relay: bool,
     /// Events the relay publishes per round.
     pub outbox_batch_size: u32,
+    /// How often an idle relay looks for events committed by other instances (ms);
+    /// its own instance's events wake it at once.
+    pub outbox_poll_ms: u64,
     /// The consumer group of `boxoffice consume` (the sales projection).
     pub kafka_consumer_group: String,
     /// How long a silent consumer keeps its partitions before the group hands them
@@ -109,6 +112,7 @@ impl Default for Settings {
             kafka_partitions: 3,
             outbox_relay: true,
             outbox_batch_size: 500,
+            outbox_poll_ms: 100,
             kafka_consumer_group: "boxoffice-sales".into(),
             kafka_session_timeout_ms: 10_000,
             migrate_on_start: true,

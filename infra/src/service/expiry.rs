@@ -53,6 +53,7 @@ pub async fn expire_lapsed(svc: &Services, now: DateTime<Utc>) -> anyhow::Result
             return Ok(total);
         }
         total += expired.len();
+        svc.relay.wake();
         svc.metrics.holds_expired.inc_by(expired.len() as u64);
         let markers = expired.iter().map(|r| {
             let key = svc.keys.seat_lock(r.schedule_id, r.seat_no);

@@ -33,7 +33,7 @@ pub struct Services {
     pub keys: Keys,
     pub cache: Cache,
     pub metrics: Metrics,
-    pub relay: relay::RelayHealth,
+    pub relay: relay::Relay,
     schedules: Arc<RwLock<HashMap<ScheduleId, ScheduleInfo>>>,
     concerts: Arc<RwLock<HashSet<ConcertId>>>,
     /// Concerts whose waiting room this instance has registered (and so ticks, even
@@ -68,7 +68,7 @@ impl Services {
             keys,
             cache,
             metrics,
-            relay: relay::RelayHealth::default(),
+            relay: relay::Relay::default(),
             schedules: Arc::default(),
             concerts: Arc::default(),
             queues: Arc::default(),

@@ -136,6 +136,7 @@ async fn settle(
     );
     match paid {
         Ok((receipt, r)) => {
+            svc.relay.wake();
             // Three independent Redis updates, in flight together: the answer waits
             // for one round trip, not three.
             let key = svc.keys.seat_lock(r.schedule_id, r.seat_no);

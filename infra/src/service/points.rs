@@ -93,7 +93,10 @@ async fn top_up(
         .await
     );
     match charged {
-        Ok(receipt) => Ok((receipt, false)),
+        Ok(receipt) => {
+            svc.relay.wake();
+            Ok((receipt, false))
+        }
         Err(Abort::Outcome(e)) => Err(e),
         Err(Abort::Failed(e)) => Err(ChargeError::Internal(e)),
         Err(Abort::Replay) => {

@@ -8,10 +8,17 @@
 //! reservation's events keep their order. Delivery is at least once: a row is marked
 //! only after Kafka acknowledged it, so a crash in between publishes it again, and
 //! consumers dedupe by event id.
+//!
+//! The relay wakes the moment a use case of this instance commits events
+//! ([`Relay::wake`]); events committed by other instances are found by polling every
+//! `outbox_poll_ms`. (Polling MySQL every 20 ms instead tripled the P95 of every
+//! request on a 0.5 vCPU instance at light load.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use diesel::sql_types::{Integer, Nullable, Text};
 use diesel_async::RunQueryDsl as _;
@@ -26,8 +33,6 @@ use crate::db::outbox::{self, Unsent};
 use crate::kafka;
 
 const LEADER_LOCK: &str = "boxoffice_outbox_relay";
-/// How soon a leader with nothing to publish looks again.
-const IDLE_POLL: Duration = Duration::from_millis(20);
 /// How often a standby instance tries to become the relay.
 const STANDBY_POLL: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -57,13 +62,23 @@ impl RelayState {
     }
 }
 
-/// The relay state, shared between the relay task and the readiness probe.
+/// What the relay task shares: its state, for the readiness probe, and a bell the
+/// use cases ring after committing events.
 #[derive(Debug, Default, Clone)]
-pub struct RelayHealth(Arc<AtomicU8>);
+pub struct Relay {
+    state: Arc<AtomicU8>,
+    bell: Arc<Notify>,
+}
 
-impl RelayHealth {
+impl Relay {
+    /// Tells the relay there is something new to publish. Call after the commit.
+    pub fn wake(&self) {
+        // A permit is kept if the relay is busy, so it looks again right after.
+        self.bell.notify_one();
+    }
+
     pub fn get(&self) -> RelayState {
-        match AtomicU8::load(&self.0, Ordering::Relaxed) {
+        match AtomicU8::load(&self.state, Ordering::Relaxed) {
             1 => RelayState::Standby,
             2 => RelayState::Up,
             3 => RelayState::Degraded,
@@ -72,7 +87,7 @@ impl RelayHealth {
     }
 
     fn set(&self, state: RelayState) {
-        AtomicU8::store(&self.0, state as u8, Ordering::Relaxed);
+        AtomicU8::store(&self.state, state as u8, Ordering::Relaxed);
     }
 }
 
@@ -108,11 +123,18 @@ pub async fn run(svc: Services, shutdown: impl Future<Output = ()>) {
                 Err(e) => Err(e),
             },
         };
+        // Only an idle leader answers the bell: a standby cannot publish, and a
+        // failing one backs off.
+        let idle = matches!(outcome, Ok(Round::Published(0)));
         let pause = match outcome {
             Ok(Round::Published(n)) => {
                 failures = 0;
                 svc.relay.set(RelayState::Up);
-                if n == 0 { IDLE_POLL } else { Duration::ZERO }
+                if n == 0 {
+                    Duration::from_millis(svc.settings.outbox_poll_ms)
+                } else {
+                    Duration::ZERO
+                }
             }
             Ok(Round::Standby) => {
                 failures = 0;
@@ -141,6 +163,7 @@ pub async fn run(svc: Services, shutdown: impl Future<Output = ()>) {
         tokio::select! {
             () = &mut shutdown => return,
             () = tokio::time::sleep(pause) => {}
+            () = svc.relay.bell.notified(), if idle => {}
         }
     }
 }

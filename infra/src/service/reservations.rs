@@ -84,6 +84,7 @@ async fn take_seat(
             return Err(e);
         }
     };
+    svc.relay.wake();
     // Both in flight together: the answer waits for one Redis round trip, not two.
     let invalidated = [Entry::SeatMap(schedule), Entry::Schedules(info.concert_id)];
     let (marked, ()) = tokio::join!(
@@ -220,6 +221,7 @@ async fn give_back(
         Abort::Failed(e) => ReleaseError::Internal(e),
     })?;
     if freed {
+        svc.relay.wake();
         let key = svc.keys.seat_lock(r.schedule_id, r.seat_no);
         if let Err(e) = lock::clear_hold(&svc.redis, &key, r.id).await {
             tracing::warn!(error = %e, "seat marker not cleared; MySQL answers for the seat until it lapses");

@@ -127,7 +127,8 @@ impl Settings {
     pub fn load(config_file: &Path) -> Result<Self, Box<figment::Error>> {
         Figment::new()
             .merge(Toml::file(config_file))
-            .merge(Env::prefixed("BOXOFFICE_"))
+            // BOXOFFICE_CONFIG names the file itself (the binary's --config), not a setting.
+            .merge(Env::prefixed("BOXOFFICE_").ignore(&["config"]))
             .extract()
             .map_err(Box::new)
     }

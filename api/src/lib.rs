@@ -63,7 +63,7 @@ WebSocket that sends JSON text messages: `{\"type\":\"position\",\"position\":12
 second), `{\"type\":\"admitted\",\"activeUntil\":\"<RFC 3339>\"}` the moment the token \
 is let in, and `{\"type\":\"expired\"}` when it ends. The first message comes at once \
 on every (re)connect. Close codes: 4401 unknown token, 4410 token expired or ended, \
-1008 the client sent too much, 1013 a dependency is down (reconnect later), 1001 the \
+1008 the client sent too much, 1013 a dependency is down (reconnect later), 1012 the \
 server is restarting (reconnect). A waiter with neither a socket nor polling for the \
 grace period leaves the line. `/waiting-room` is a page that does all this.";
 
@@ -268,10 +268,11 @@ impl Server {
         &self.hub
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, lets requests in
-    /// flight finish (up to 30 s) and stops the background workers: hold expiry,
-    /// the outbox relay and admission ticks (where enabled), and the waiting-room
-    /// event listener.
+    /// Serves until `shutdown` resolves, then stops accepting, closes every
+    /// waiting-room socket with 1012 (reconnect), lets requests in flight finish (up
+    /// to 30 s) and stops the background workers: hold expiry, the outbox relay
+    /// (after the round it is in) and admission ticks (where enabled), and the
+    /// waiting-room event listener.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -301,13 +302,24 @@ impl Server {
             )));
         }
         tracing::info!(addr = %self.local_addr(), "serving");
+        let hub = Arc::clone(&self.hub);
+        let draining = {
+            let hub = Arc::clone(&hub);
+            async move {
+                shutdown.await;
+                // Open sockets would hold the graceful shutdown until its timeout.
+                hub.close_all();
+            }
+        };
         let served = poem::Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
                 app(self.svc, self.hub),
-                shutdown,
+                draining,
                 Some(Duration::from_secs(30)),
             )
             .await;
+        // Upgraded sockets outlive the HTTP server: let their close frames go out.
+        hub.until_closed(Duration::from_secs(5)).await;
         drop(stop_workers);
         for worker in workers {
             let _ = worker.await;

@@ -14,8 +14,8 @@
 //! - `{"type":"expired"}`
 //!
 //! Close codes: 4401 unknown token, 4410 token expired or ended, 1008 the client
-//! sent too much, 1013 a dependency is down (reconnect later), 1001 server going
-//! away (reconnect).
+//! sent too much, 1013 a dependency is down (reconnect later), 1012 the server is
+//! restarting (reconnect at once: another instance takes the socket).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,13 +32,15 @@ use poem::web::websocket::{CloseCode, Message, WebSocket, WebSocketStream};
 use poem::web::{Data, Query};
 use poem::{IntoResponse, handler};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Position updates for one concert are at least this far apart.
 const REFRESH_GAP: Duration = Duration::from_millis(250);
 /// Pings keep proxies from closing an idle socket.
 const PING_EVERY: Duration = Duration::from_secs(20);
+/// The reason sent with close code 1012 when the server stops.
+const RESTARTING: &str = "server restarting; reconnect";
 /// A client may send this many messages per [`FLOOD_WINDOW`] (it needs none).
 const FLOOD_LIMIT: u32 = 20;
 const FLOOD_WINDOW: Duration = Duration::from_secs(10);
@@ -94,6 +96,8 @@ pub struct Hub {
     svc: Services,
     rooms: Mutex<HashMap<ConcertId, Room>>,
     next_id: AtomicU64,
+    /// Set when the server stops: every socket closes with 1012.
+    closing: watch::Sender<bool>,
 }
 
 impl Hub {
@@ -102,7 +106,22 @@ impl Hub {
             svc,
             rooms: Mutex::default(),
             next_id: AtomicU64::new(1),
+            closing: watch::channel(false).0,
         })
+    }
+
+    /// Closes every socket, now and to come, with 1012 ("service restart"): clients
+    /// reconnect, to another instance, and resume at their place, which is in Redis.
+    pub fn close_all(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Waits (at most `grace`) until every socket has sent its close frame.
+    pub async fn until_closed(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.svc.metrics.websockets_open.get() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Open waiting sockets (for metrics and tests).
@@ -411,6 +430,10 @@ async fn close(sink: &mut Sink, code: u16, reason: &str) {
 async fn follow(hub: Arc<Hub>, raw_token: String, socket: WebSocketStream) {
     let _open = OpenSocket::count(&hub.svc.metrics.websockets_open);
     let (mut sink, mut incoming) = socket.split();
+    let mut closing = hub.closing.subscribe();
+    if *closing.borrow_and_update() {
+        return close(&mut sink, 1012, RESTARTING).await;
+    }
     let (token, grant) = match infra::service::queue::authenticate(&hub.svc, &raw_token).await {
         Ok(found) => found,
         Err(TokenError::Invalid) => return close(&mut sink, 4401, "unknown token").await,
@@ -458,6 +481,10 @@ async fn follow(hub: Arc<Hub>, raw_token: String, socket: WebSocketStream) {
                     if !open { break }
                 }
             },
+            _ = closing.changed() => {
+                close(&mut sink, 1012, RESTARTING).await;
+                break;
+            }
             () = turn_ends => {
                 send(&mut sink, &ServerMessage::Expired).await;
                 close(&mut sink, 4410, "token expired").await;

@@ -2,7 +2,6 @@
 //! sales projection: nothing lost, nothing counted twice.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -11,6 +10,7 @@ use serde_json::Value;
 
 use crate::broker::{Broker, free_port};
 use crate::helpers::{ADMIN_KEY, TestApp};
+use crate::processes::{process, sigkill};
 
 /// An app that relays to `broker`, on a topic of its own.
 async fn relaying_app(broker: &Broker) -> TestApp {
@@ -200,48 +200,6 @@ async fn a_broker_outage_loses_nothing() {
     .await;
     assert_projection_matches_mysql(&app, concert).await;
     let _ = stop.send(());
-}
-
-/// A `boxoffice` process, killed when dropped (so a failing test leaves none behind).
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `boxoffice <command>` as a process of its own, against `app`'s database and Redis.
-fn process(app: &TestApp, command: &str, port: u16, kafka: &str) -> Running {
-    let s = &app.svc.settings;
-    Command::new(env!("CARGO_BIN_EXE_boxoffice"))
-        .arg(command)
-        .env("BOXOFFICE_LISTEN", format!("127.0.0.1:{port}"))
-        .env(
-            "BOXOFFICE_DATABASE_URL",
-            secrecy::ExposeSecret::expose_secret(&s.database_url),
-        )
-        .env(
-            "BOXOFFICE_REDIS_URL",
-            secrecy::ExposeSecret::expose_secret(&s.redis_url),
-        )
-        .env("BOXOFFICE_REDIS_KEY_PREFIX", &s.redis_key_prefix)
-        .env("BOXOFFICE_KAFKA_BROKERS", kafka)
-        .env("BOXOFFICE_KAFKA_TOPIC", &s.kafka_topic)
-        .env("BOXOFFICE_KAFKA_CONSUMER_GROUP", &s.kafka_consumer_group)
-        .env("BOXOFFICE_QUEUE_TICK_MS", "20")
-        .env("BOXOFFICE_LOG_FILTER", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(Running)
-        .expect("the boxoffice binary runs")
-}
-
-/// `Child::kill` is SIGKILL: no shutdown, no last offset commit, no last publish.
-fn sigkill(process: Running) {
-    drop(process);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,6 +1,9 @@
-//! The boxoffice binary: `serve`, `consume`, `migrate`, `seed`, `openapi`.
+//! The boxoffice binary: `serve`, `consume`, `migrate`, `seed`, `openapi`, `config`, `health`.
 
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -37,6 +40,12 @@ enum Command {
     Seed,
     /// Print the OpenAPI spec as YAML.
     Openapi,
+    /// Check the configuration (file and `BOXOFFICE_*` variables) and print it, secrets
+    /// redacted; fails on an unknown or invalid setting.
+    Config,
+    /// Exit 0 if the server on `listen` is ready (`/health/ready` answers 200): the
+    /// container health check, with nothing but this binary in the image.
+    Health,
 }
 
 #[tokio::main]
@@ -71,7 +80,33 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", boxoffice::api_service(&svc).spec_yaml());
             Ok(())
         }
+        Command::Config => {
+            println!("{settings:#?}");
+            Ok(())
+        }
+        Command::Health => probe_ready(settings.listen),
     }
+}
+
+/// One plain HTTP/1.0 request to `/health/ready` on the local listen port.
+fn probe_ready(listen: SocketAddr) -> anyhow::Result<()> {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(Ipv4Addr::LOCALHOST.into());
+    }
+    let timeout = Duration::from_secs(2);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(b"GET /health/ready HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut status_line = [0u8; 12]; // "HTTP/1.1 200"
+    stream.read_exact(&mut status_line)?;
+    anyhow::ensure!(
+        status_line.ends_with(b" 200"),
+        "not ready: {}",
+        String::from_utf8_lossy(&status_line)
+    );
+    Ok(())
 }
 
 fn init_tracing(settings: &Settings) {

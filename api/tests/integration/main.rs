@@ -5,21 +5,28 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::similar_names,
-    clippy::missing_panics_doc
+    clippy::missing_panics_doc,
+    // Counts in tests are small.
+    clippy::cast_possible_wrap,
+    clippy::cast_possible_truncation
 )]
 
 mod broker;
 mod helpers;
+mod processes;
 
 mod auth;
 mod bad_input;
+mod deploy_files;
 mod events;
 mod lookups;
 mod metrics;
+mod multi_instance;
 mod openapi;
 mod outages;
 mod payments;
 mod points;
 mod reservations;
+mod shutdown;
 mod waiting_room;
 mod waiting_room_page;

@@ -3,7 +3,8 @@
 // expect, a check on its body).
 //
 // Environment (all optional):
-//   BASE_URL       the app (http://127.0.0.1:8080)
+//   BASE_URL       the app (http://127.0.0.1:8080); BASE_URLS, comma-separated, for several
+//                  instances of one deployment: each VU sticks to one of them
 //   ADMIN_API_KEY  the operator key, for seeding (dev-admin-key, as `./dev up` sets it)
 //   PROFILE        report (default) | smoke | spike | endurance | capacity
 //   VUS            peak VUs for `spike` (1000); ENDURANCE hold time for `endurance` (30m)
@@ -15,7 +16,10 @@ import { check, fail, sleep } from 'k6';
 import { Counter, Rate, Trend } from 'k6/metrics';
 import exec from 'k6/execution';
 
-export const BASE = (__ENV.BASE_URL || 'http://127.0.0.1:8080').replace(/\/$/, '');
+const BASES = (__ENV.BASE_URLS || __ENV.BASE_URL || 'http://127.0.0.1:8080').split(',')
+  .map((url) => url.trim().replace(/\/$/, ''));
+// __VU is 0 in setup() and teardown(): the first instance seeds and checks.
+export const BASE = BASES[__VU % BASES.length];
 export const WS_BASE = BASE.replace(/^http/, 'ws');
 export const ADMIN_KEY = __ENV.ADMIN_API_KEY || 'dev-admin-key';
 export const PROFILE = __ENV.PROFILE || 'report';

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod http_server;
 pub mod observe;
 pub mod route_table;
 pub mod routes;
@@ -15,9 +16,9 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use http_server::{HttpListener, Limits};
 use infra::{Services, Settings};
 use observe::HttpMetrics;
-use poem::listener::{Acceptor, Listener as _, TcpAcceptor, TcpListener};
 use poem::{
     Body, Endpoint, EndpointExt as _, IntoResponse, Request, Response, Route, get, handler,
     web::Data,
@@ -62,9 +63,10 @@ WebSocket that sends JSON text messages: `{\"type\":\"position\",\"position\":12
 \"peopleAhead\":11,\"etaSeconds\":6}` whenever the place changes (at most four a \
 second), `{\"type\":\"admitted\",\"activeUntil\":\"<RFC 3339>\"}` the moment the token \
 is let in, and `{\"type\":\"expired\"}` when it ends. The first message comes at once \
-on every (re)connect. Close codes: 4401 unknown token, 4410 token expired or ended, \
-1008 the client sent too much, 1013 a dependency is down (reconnect later), 1012 the \
-server is restarting (reconnect). A waiter with neither a socket nor polling for the \
+on every (re)connect. Close codes: 4401 unknown token (never issued, or lost when \
+Redis lost its data: join again), 4410 token expired or ended, 1008 the client sent \
+too much (too many messages, or one over 4 KiB), 1002 a broken frame, 1013 a \
+dependency is down (reconnect later), 1012 the server is restarting (reconnect). A waiter with neither a socket nor polling for the \
 grace period leaves the line. `/waiting-room` is a page that does all this.";
 
 /// The OpenAPI service: every route, documented. `boxoffice openapi` prints its spec.
@@ -110,11 +112,15 @@ fn route(svc: Services, hub: Arc<Hub>) -> (impl Endpoint, Arc<RouteTable>) {
     let docs = api.swagger_ui();
     let spec = api.spec_endpoint();
     let edge_table = Arc::clone(&table);
-    let endpoint = Route::new()
+    let mut endpoint = Route::new()
         .nest("/", api)
         .nest("/docs", docs)
-        .at("/openapi.json", spec)
-        .at("/metrics", get(metrics))
+        .at("/openapi.json", spec);
+    // With an address of its own, `/metrics` is served only there (404 here).
+    if svc.settings.metrics_listen.is_none() {
+        endpoint = endpoint.at("/metrics", get(metrics));
+    }
+    let endpoint = endpoint
         .at("/v1/queue/ws", get(waiting_room::queue_socket))
         .at("/waiting-room", get(waiting_room_page))
         .around(move |next, req| edge(next, req, Arc::clone(&edge_table)))
@@ -189,34 +195,30 @@ async fn metrics(svc: Data<&Services>) -> String {
     svc.metrics.render()
 }
 
-/// Accepts TCP connections with Nagle's algorithm off: a response written in two
-/// pieces (head, then body) must not wait for the client's delayed ACK.
-struct NoDelay(TcpAcceptor);
-
-impl Acceptor for NoDelay {
-    type Io = tokio::net::TcpStream;
-
-    fn local_addr(&self) -> Vec<poem::web::LocalAddr> {
-        self.0.local_addr()
-    }
-
-    async fn accept(
-        &mut self,
-    ) -> std::io::Result<(
-        Self::Io,
-        poem::web::LocalAddr,
-        poem::web::RemoteAddr,
-        poem::http::uri::Scheme,
-    )> {
-        let accepted = self.0.accept().await?;
-        accepted.0.set_nodelay(true)?;
-        Ok(accepted)
-    }
+/// The metrics listener's whole application: `/metrics`, and problems for the rest.
+fn metrics_only(svc: Services) -> impl Endpoint {
+    Route::new()
+        .at("/metrics", get(metrics))
+        .around(|next, req| async move {
+            Ok(match next.call(req).await {
+                Ok(resp) => resp.into_response(),
+                Err(err) => error::framework_error(err, false),
+            })
+        })
+        .data(svc)
 }
+
+/// How long requests in flight may take to finish once shutdown starts.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Connections the metrics listener keeps open at once: a few scrapers and a person,
+/// apart from the API's, so a flood there never blinds monitoring.
+const METRICS_MAX_CONNECTIONS: usize = 64;
 
 /// A bound, not yet running server.
 pub struct Server {
-    acceptor: NoDelay,
+    api: HttpListener,
+    /// `/metrics` on an address of its own (`metrics_listen`).
+    metrics: Option<HttpListener>,
     svc: Services,
     hub: Arc<Hub>,
 }
@@ -225,12 +227,14 @@ impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("addr", &self.local_addr())
+            .field("metrics_addr", &self.metrics_addr())
             .finish_non_exhaustive()
     }
 }
 
 impl Server {
-    /// Migrates (unless disabled), builds the services and binds the listener.
+    /// Migrates (unless disabled), builds the services and binds the listeners
+    /// (`listen`, and `metrics_listen` if set).
     pub async fn bind(settings: Settings) -> anyhow::Result<Self> {
         if settings.migrate_on_start {
             infra::db::migrate(&settings)
@@ -239,25 +243,41 @@ impl Server {
         }
         let listen = settings.listen;
         let svc = Services::new(settings, infra::metrics::Metrics::new())?;
-        let acceptor = TcpListener::bind(listen)
-            .into_acceptor()
+        svc.identity.prepare().await?;
+        let limits = Limits::from_settings(&svc.settings);
+        let api = HttpListener::bind(listen, "api", limits)
             .await
             .with_context(|| format!("binding {listen}"))?;
+        let metrics_listener = match svc.settings.metrics_listen {
+            Some(addr) => {
+                let limits = Limits {
+                    max_connections: METRICS_MAX_CONNECTIONS,
+                    ..limits
+                };
+                let listener = HttpListener::bind(addr, "metrics", limits)
+                    .await
+                    .with_context(|| format!("binding {addr} (metrics_listen)"))?;
+                Some(listener)
+            }
+            None => None,
+        };
         let hub = Hub::new(svc.clone());
         Ok(Self {
-            acceptor: NoDelay(acceptor),
+            api,
+            metrics: metrics_listener,
             svc,
             hub,
         })
     }
 
+    /// The API's address (`listen`, with the port chosen if it was 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.acceptor
-            .0
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied())
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.api.local_addr()
+    }
+
+    /// Where `/metrics` is served apart from the API, if `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(HttpListener::local_addr)
     }
 
     pub fn services(&self) -> &Services {
@@ -268,9 +288,9 @@ impl Server {
         &self.hub
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting, closes every
-    /// waiting-room socket with 1012 (reconnect), lets requests in flight finish (up
-    /// to 30 s) and stops the background workers: hold expiry, the outbox relay
+    /// Serves until `shutdown` resolves, then stops accepting (on both listeners),
+    /// closes every waiting-room socket with 1012 (reconnect), lets requests in
+    /// flight finish (up to 30 s) and stops the background workers: hold expiry, the outbox relay
     /// (after the round it is in) and admission ticks (where enabled), and the
     /// waiting-room event listener.
     pub async fn run_until(
@@ -301,29 +321,41 @@ impl Server {
                 stopped(),
             )));
         }
-        tracing::info!(addr = %self.local_addr(), "serving");
+        tracing::info!(addr = %self.local_addr(), metrics_addr = ?self.metrics_addr(), "serving");
         let hub = Arc::clone(&self.hub);
+        let stop = tokio_util::sync::CancellationToken::new();
         let draining = {
             let hub = Arc::clone(&hub);
+            let stop = stop.clone();
             async move {
                 shutdown.await;
-                // Open sockets would hold the graceful shutdown until its timeout.
+                // Sockets hear 1012 at once, before the listeners stop.
                 hub.close_all();
+                stop.cancel();
             }
         };
-        let served = poem::Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(
-                app(self.svc, self.hub),
-                draining,
-                Some(Duration::from_secs(30)),
-            )
-            .await;
+        let registry = self.svc.metrics.clone();
+        let scrapes = async {
+            if let Some(listener) = self.metrics {
+                let endpoint = metrics_only(self.svc.clone());
+                listener
+                    .serve(endpoint, &registry, stop.clone(), SHUTDOWN_GRACE)
+                    .await;
+            }
+        };
+        let api = self.api.serve(
+            app(self.svc.clone(), self.hub),
+            &registry,
+            stop.clone(),
+            SHUTDOWN_GRACE,
+        );
+        tokio::join!(draining, api, scrapes);
         // Upgraded sockets outlive the HTTP server: let their close frames go out.
         hub.until_closed(Duration::from_secs(5)).await;
         drop(stop_workers);
         for worker in workers {
             let _ = worker.await;
         }
-        served.context("serving HTTP")
+        Ok(())
     }
 }

@@ -31,6 +31,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the HTTP API with its workers: hold expiry, admission ticks, the outbox relay.
+    ///
+    /// HTTP/1.1 and h2c on `listen`, with a header timeout that is also the idle
+    /// keep-alive timeout (`http_header_timeout_ms`), at most `http_max_connections`
+    /// open (one more is answered 503), and `/metrics` on `metrics_listen` instead if
+    /// set.
     Serve,
     /// Consume the event stream into the sales projection (`/v1/admin/concerts/{id}/sales`).
     Consume,

@@ -3,7 +3,7 @@
 //! environment variables (`BOXOFFICE_DATABASE_URL`, `BOXOFFICE_HOLD_SECONDS`, ...).
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use domain::HoldDuration;
@@ -22,6 +22,42 @@ use serde::Deserialize;
 pub struct Settings {
     /// Where `serve` listens.
     pub listen: SocketAddr,
+    /// Where `serve` answers `/metrics` instead, if set (so the API port need not
+    /// expose it; `listen` then answers it 404). Unset: `/metrics` is on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long a client has to send a request's head (ms): from connecting, and
+    /// again from the end of the previous response on a kept-alive connection, so
+    /// it is also the idle keep-alive timeout. On HTTP/2 (h2c) it runs whenever no
+    /// request is in flight, and the connection then ends with GOAWAY.
+    pub http_header_timeout_ms: u64,
+    /// Keep HTTP/1.1 connections open between requests.
+    pub http_keep_alive: bool,
+    /// Open client connections at most (WebSockets included, until they close); one
+    /// more is answered `503` (`SERVICE_UNAVAILABLE`, `Retry-After: 1`) and closed.
+    pub http_max_connections: u32,
+    /// Who the fans are: `jwt` (verify the login service's signed token at join) or
+    /// `development` (trust a plain `userId`; demos and local tests only). Unset:
+    /// `serve` refuses to start.
+    pub identity_mode: Option<IdentityMode>,
+    /// `jwt`: the required `iss` claim.
+    pub identity_issuer: Option<String>,
+    /// `jwt`: the required `aud` claim (boxoffice's client id at the login service).
+    pub identity_audience: Option<String>,
+    /// `jwt`: where the issuer publishes its keys (a JWKS document over HTTP(S)).
+    pub identity_jwks_url: Option<String>,
+    /// `jwt`: a JWKS document on disk; read at start and again on an unknown key id.
+    /// With `identity_jwks_url` too, its keys are used beside the fetched ones (and
+    /// alone while the URL is unreachable).
+    pub identity_jwks_file: Option<PathBuf>,
+    /// `jwt`: clock skew allowed on `exp` and `nbf` (seconds).
+    pub identity_leeway_seconds: u64,
+    /// `jwt`: how long fetched keys are trusted before they are fetched again
+    /// (seconds); a token with an unknown key id refetches at once (at most every
+    /// `identity_jwks_min_refresh_seconds`).
+    pub identity_jwks_max_age_seconds: u64,
+    /// `jwt`: the least time between two fetches caused by unknown key ids, so forged
+    /// key ids cannot turn joins into a flood on the issuer (seconds).
+    pub identity_jwks_min_refresh_seconds: u64,
     /// MySQL / MariaDB URL, e.g. `mysql://user:pass@host:3306/boxoffice`.
     pub database_url: SecretString,
     /// Connections the MySQL pool keeps at most.
@@ -89,6 +125,18 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: None,
+            http_header_timeout_ms: 10_000,
+            http_keep_alive: true,
+            http_max_connections: 25_000,
+            identity_mode: None,
+            identity_issuer: None,
+            identity_audience: None,
+            identity_jwks_url: None,
+            identity_jwks_file: None,
+            identity_leeway_seconds: 30,
+            identity_jwks_max_age_seconds: 300,
+            identity_jwks_min_refresh_seconds: 10,
             database_url: "mysql://root@127.0.0.1:3306/boxoffice".into(),
             database_pool_size: 16,
             database_timeout_ms: 5_000,
@@ -120,6 +168,16 @@ impl Default for Settings {
             log_json: false,
         }
     }
+}
+
+/// How a fan's identity is established when they join a waiting room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityMode {
+    /// A signed JWT from the operator's login service, verified against its JWKS.
+    Jwt,
+    /// Whatever `userId` the client sends. Anyone can act as anyone: demos only.
+    Development,
 }
 
 impl Settings {

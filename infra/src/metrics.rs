@@ -8,7 +8,7 @@
 //! failures. A taken seat or an already paid reservation is the system working.
 
 use domain::token::AccessDenied;
-use domain::{ChargeError, HoldError, JoinError, PaymentError, ReleaseError};
+use domain::{ChargeError, HoldError, IdentityError, JoinError, PaymentError, ReleaseError};
 use prometheus::core::Collector;
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -76,6 +76,7 @@ const CHARGE_OUTCOMES: &[&str] = &[
 const JOIN_RESULTS: &[&str] = &[
     "created",
     "existing",
+    "unauthenticated",
     "concert_not_found",
     "unavailable",
     "error",
@@ -91,6 +92,10 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub http_in_flight: IntGauge,
+    pub http_connections_open: IntGaugeVec,
+    pub http_max_connections: IntGaugeVec,
+    pub http_connections_refused: IntCounterVec,
+    pub http_accept_errors: IntCounterVec,
 
     pub holds: IntCounterVec,
     pub releases: IntCounterVec,
@@ -101,6 +106,8 @@ pub struct Metrics {
     pub points_spent: IntCounter,
 
     pub queue_joins: IntCounterVec,
+    pub identity_verifications: IntCounterVec,
+    pub identity_jwks_loads: IntCounterVec,
     pub queue_waiting: IntGaugeVec,
     pub queue_active: IntGaugeVec,
     pub queue_capacity: IntGaugeVec,
@@ -177,6 +184,30 @@ impl Metrics {
                 "http_requests_in_flight",
                 "HTTP requests being served now.",
             ),
+            http_connections_open: gauges(
+                r,
+                "http_connections_open",
+                "Client connections open per listener (api, metrics), upgraded WebSockets included.",
+                &["listener"],
+            ),
+            http_max_connections: gauges(
+                r,
+                "http_max_connections",
+                "The most client connections a listener keeps open (http_max_connections for api).",
+                &["listener"],
+            ),
+            http_connections_refused: counters(
+                r,
+                "http_connections_refused_total",
+                "Connections answered 503 and closed because the listener had its most open.",
+                &["listener"],
+            ),
+            http_accept_errors: counters(
+                r,
+                "http_accept_errors_total",
+                "Failed accepts (out of file descriptors or memory, ...), each followed by a pause of 5 ms doubling to 1 s.",
+                &["listener"],
+            ),
             holds: counters(
                 r,
                 "holds_total",
@@ -211,8 +242,20 @@ impl Metrics {
             queue_joins: counters(
                 r,
                 "queue_joins_total",
-                "Waiting-room joins by result (created, existing, concert_not_found, unavailable, error).",
+                "Waiting-room joins by result (created, existing, unauthenticated, concert_not_found, unavailable, error).",
                 &["result"],
+            ),
+            identity_verifications: counters(
+                r,
+                "identity_verifications_total",
+                "Identity tokens checked at join, by result (ok, expired, invalid, unavailable).",
+                &["result"],
+            ),
+            identity_jwks_loads: counters(
+                r,
+                "identity_jwks_loads_total",
+                "Loads of the identity provider's keys by source (url, file) and result (ok, error).",
+                &["source", "result"],
             ),
             queue_waiting: gauges(
                 r,
@@ -359,6 +402,10 @@ impl Metrics {
                 &["acquired", "contended", "error"],
             ),
             (&metrics.queue_ticks, &["ok", "error"]),
+            (
+                &metrics.identity_verifications,
+                &["ok", "expired", "invalid", "unavailable"],
+            ),
         ] {
             for value in values {
                 family.with_label_values(&[value]);
@@ -525,8 +572,9 @@ impl Outcome for ChargeError {
 impl Outcome for JoinError {
     fn outcome(&self) -> &'static str {
         match self {
+            Self::Identity(IdentityError::Unavailable(_)) | Self::Unavailable(_) => "unavailable",
+            Self::Identity(_) => "unauthenticated",
             Self::ConcertNotFound => "concert_not_found",
-            Self::Unavailable(_) => "unavailable",
             Self::Internal(e) => failure(e),
         }
     }

@@ -5,8 +5,8 @@
 
 use domain::token::AccessDenied;
 use domain::{
-    AdminError, ChargeError, HoldError, JoinError, LookupError, PaymentError, ReleaseError,
-    TokenError, ValidationError,
+    AdminError, ChargeError, HoldError, IdentityError, JoinError, LookupError, PaymentError,
+    ReleaseError, TokenError, ValidationError,
 };
 use poem::http::StatusCode;
 use poem_openapi::payload::Json;
@@ -58,6 +58,15 @@ pub enum ErrorCode {
     InvalidIdempotencyKey,
     /// A concert to create breaks a limit (see `detail`).
     InvalidConcert,
+    /// `POST /v1/queue/tokens` without `idToken` (or, in development mode, `userId`).
+    MissingIdentity,
+    /// The identity token is not one the login service signed for boxoffice: bad
+    /// signature, unsigned, another issuer or audience, unknown key, malformed.
+    InvalidIdentity,
+    /// The identity token has expired: sign in again.
+    IdentityExpired,
+    /// `userId` is not the identity token's subject.
+    IdentityMismatch,
     /// No `Authorization: Bearer` token was sent.
     MissingToken,
     /// The bearer token was never issued (or is long gone).
@@ -104,10 +113,14 @@ impl ErrorCode {
         use ErrorCode as C;
         match self {
             C::MalformedRequest => StatusCode::BAD_REQUEST,
-            C::MissingToken | C::InvalidToken | C::TokenExpired | C::InvalidApiKey => {
-                StatusCode::UNAUTHORIZED
-            }
-            C::TokenNotActive | C::WrongConcert => StatusCode::FORBIDDEN,
+            C::MissingIdentity
+            | C::InvalidIdentity
+            | C::IdentityExpired
+            | C::MissingToken
+            | C::InvalidToken
+            | C::TokenExpired
+            | C::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            C::TokenNotActive | C::WrongConcert | C::IdentityMismatch => StatusCode::FORBIDDEN,
             C::ConcertNotFound
             | C::ScheduleNotFound
             | C::SeatNotFound
@@ -151,10 +164,12 @@ pub enum ApiError {
     /// Malformed request: unparsable JSON, a missing field, parameter or header.
     #[oai(status = 400, content_type = "application/problem+json")]
     BadRequest(Json<Problem>),
-    /// No valid bearer token (`MISSING_TOKEN`, `INVALID_TOKEN`, `TOKEN_EXPIRED`) or admin key.
+    /// No valid bearer token (`MISSING_TOKEN`, `INVALID_TOKEN`, `TOKEN_EXPIRED`), identity
+    /// token (`MISSING_IDENTITY`, `INVALID_IDENTITY`, `IDENTITY_EXPIRED`) or admin key.
     #[oai(status = 401, content_type = "application/problem+json")]
     Unauthorized(Json<Problem>),
-    /// The token may not do this yet (`TOKEN_NOT_ACTIVE`) or here (`WRONG_CONCERT`).
+    /// The token may not do this yet (`TOKEN_NOT_ACTIVE`) or here (`WRONG_CONCERT`), or
+    /// `userId` is not the identity token's subject (`IDENTITY_MISMATCH`).
     #[oai(status = 403, content_type = "application/problem+json")]
     Forbidden(Json<Problem>),
     /// No such concert, schedule, seat or (own) reservation.
@@ -299,9 +314,24 @@ impl From<TokenError> for ApiError {
     }
 }
 
+impl From<IdentityError> for ApiError {
+    fn from(e: IdentityError) -> Self {
+        let code = match e {
+            IdentityError::Missing => ErrorCode::MissingIdentity,
+            IdentityError::Invalid(_) => ErrorCode::InvalidIdentity,
+            IdentityError::Expired => ErrorCode::IdentityExpired,
+            IdentityError::Mismatch => ErrorCode::IdentityMismatch,
+            IdentityError::UserId(invalid) => return invalid.into(),
+            IdentityError::Unavailable(cause) => return Self::unavailable(&cause),
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
 impl From<JoinError> for ApiError {
     fn from(e: JoinError) -> Self {
         match e {
+            JoinError::Identity(denied) => denied.into(),
             JoinError::ConcertNotFound => Self::new(ErrorCode::ConcertNotFound, e.to_string()),
             JoinError::Unavailable(cause) => Self::unavailable(&cause),
             JoinError::Internal(cause) => Self::internal(&cause),

@@ -33,9 +33,29 @@ pub enum TokenError {
     Unavailable(#[source] anyhow::Error),
 }
 
+/// Establishing who joins: the login service's token (or, in development mode,
+/// the asserted user id).
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("send the login service's token as idToken (or userId in development mode)")]
+    Missing,
+    #[error("the identity token is not valid: {0}")]
+    Invalid(&'static str),
+    #[error("the identity token has expired; sign in again")]
+    Expired,
+    #[error("userId is not the subject of the identity token")]
+    Mismatch,
+    #[error(transparent)]
+    UserId(#[from] ValidationError),
+    #[error("the identity provider's keys are unavailable")]
+    Unavailable(#[source] anyhow::Error),
+}
+
 /// Joining a concert's waiting room.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
     #[error("no such concert")]
     ConcertNotFound,
     #[error("the waiting room is unavailable")]

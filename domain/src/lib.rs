@@ -17,8 +17,8 @@ pub mod token;
 
 pub use catalog::{NewConcert, NewSchedule};
 pub use error::{
-    AdminError, ChargeError, HoldError, JoinError, LookupError, PaymentError, ReleaseError,
-    TokenError, ValidationError,
+    AdminError, ChargeError, HoldError, IdentityError, JoinError, LookupError, PaymentError,
+    ReleaseError, TokenError, ValidationError,
 };
 pub use event::{DomainEvent, EventEnvelope};
 pub use ids::{ConcertId, IdempotencyKey, PaymentId, ReservationId, ScheduleId, UserId};

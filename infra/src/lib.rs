@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod db;
+pub mod identity;
 pub mod kafka;
 pub mod metrics;
 pub mod redis;

@@ -1,12 +1,14 @@
 use chrono::{DateTime, Utc};
-use domain::{ConcertId, TokenState, UserId};
+use domain::{ConcertId, TokenState};
 use infra::Services;
+use infra::service::queue::Credentials;
 use poem_openapi::payload::Json;
+use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use super::Tag;
 use crate::auth::QueueAuth;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::text::Text;
 
 #[derive(Debug)]
@@ -14,21 +16,33 @@ pub struct QueueApi {
     pub svc: Services,
 }
 
+/// Who joins which concert's line. The fan proves who they are with `idToken`;
+/// `userId` is only trusted on a server in development mode.
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase", example, skip_serializing_if_is_none)]
 pub struct JoinRequest {
     #[oai(validator(minimum(value = "1"), maximum(value = "9007199254740991")))]
     pub concert_id: u64,
-    /// The user, as asserted by the upstream login service: 1-64 letters, digits,
-    /// `-`, `_`, `.` or `@`.
-    pub user_id: Text,
+    /// The fan's identity token: a JWT (RS256, ES256 or EdDSA) from the operator's
+    /// login service, for boxoffice's audience, unexpired. The fan is its `sub`
+    /// (1-64 letters, digits, `-`, `_`, `.` or `@`). Required unless the server runs
+    /// in development mode.
+    #[oai(validator(max_length = 16384))]
+    pub id_token: MaybeUndefined<Text>,
+    /// With `idToken`: optional, and must equal its `sub`. In development mode
+    /// (`BOXOFFICE_IDENTITY_MODE=development`, demos only): the user, trusted as
+    /// sent; 1-64 letters, digits, `-`, `_`, `.` or `@`.
+    pub user_id: MaybeUndefined<Text>,
 }
 
 impl poem_openapi::types::Example for JoinRequest {
     fn example() -> Self {
         Self {
             concert_id: 1,
-            user_id: Text::from("user-42"),
+            id_token: MaybeUndefined::Value(Text::from(
+                "eyJhbGciOiJFUzI1NiIsImtpZCI6ImxvZ2luLTEiLCJ0eXAiOiJKV1QifQ.eyJpc3MiOiJodHRwczovL2xvZ2luLmV4YW1wbGUuY29tIiwiYXVkIjoiYm94b2ZmaWNlIiwic3ViIjoidXNlci00MiIsImV4cCI6MTc5MDAwMDAwMH0.c2lnbmF0dXJl",
+            )),
+            user_id: MaybeUndefined::Undefined,
         }
     }
 }
@@ -135,14 +149,18 @@ pub enum LeaveResponse {
 impl QueueApi {
     /// Join a concert's waiting room
     ///
-    /// Issues the bearer token that every booking call needs, bound to this user
-    /// and concert. Idempotent per (user, concert): joining again returns the same
+    /// Verifies who the fan is (`idToken`, signed by the operator's login service)
+    /// and issues the bearer token that every booking call needs, bound to this fan
+    /// and concert. Idempotent per (fan, concert): joining again returns the same
     /// token and place while it is live.
     #[oai(path = "/tokens", method = "post", operation_id = "joinQueue")]
     async fn join(&self, body: Json<JoinRequest>) -> ApiResult<JoinResponse> {
-        let user = UserId::parse(&body.user_id.0)?;
-        let joined =
-            infra::service::queue::join(&self.svc, &user, ConcertId(body.concert_id)).await?;
+        let credentials = Credentials {
+            id_token: absent_or_string(&body.id_token, "idToken")?,
+            user_id: absent_or_string(&body.user_id, "userId")?,
+        };
+        let (user, joined) =
+            infra::service::queue::join(&self.svc, credentials, ConcertId(body.concert_id)).await?;
         let grant = &joined.grant;
         let ticket = QueueTicket {
             token: joined.token.to_string(),
@@ -195,5 +213,20 @@ impl QueueApi {
     async fn leave(&self, auth: QueueAuth) -> ApiResult<LeaveResponse> {
         infra::service::queue::end(&self.svc, &auth.0.token, &auth.0.grant).await?;
         Ok(LeaveResponse::Left)
+    }
+}
+
+/// An optional string field: absent is fine, `null` is not (the spec says string).
+fn absent_or_string<'a>(
+    field: &'a MaybeUndefined<Text>,
+    name: &str,
+) -> Result<Option<&'a str>, ApiError> {
+    match field {
+        MaybeUndefined::Undefined => Ok(None),
+        MaybeUndefined::Value(text) => Ok(Some(text.0.as_str())),
+        MaybeUndefined::Null => Err(ApiError::new(
+            ErrorCode::MalformedRequest,
+            format!("{name} must be a string when present, not null"),
+        )),
     }
 }

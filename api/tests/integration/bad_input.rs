@@ -31,7 +31,7 @@ async fn malformed_requests_get_problems_never_500s() {
             r#"{"amount": 99999999999999999999999}"#,
         ),
         ("/v1/payments", r#"{"reservationId": null}"#),
-        ("/v1/queue/tokens", r#"{"concertId": 1}"#),
+        ("/v1/queue/tokens", r#"{"idToken": "x"}"#),
     ] {
         let res = post(path, json, body).await.unwrap();
         assert_problem(res, StatusCode::BAD_REQUEST, "MALFORMED_REQUEST").await;
@@ -116,12 +116,18 @@ async fn oversized_bodies_are_refused() {
 async fn a_wrong_json_type_is_refused_not_converted() {
     let app = TestApp::spawn().await;
     let (concert, _) = app.create_concert(&[1], 100).await;
-    for user in ["false", "42", "null", "[\"ann\"]"] {
+    let id_token = crate::issuer::default_key().0.token_for("ann");
+    for (field, value) in ["false", "42", "null", "[\"ann\"]", "{}"]
+        .into_iter()
+        .flat_map(|v| [("userId", v), ("idToken", v)])
+    {
         let res = app
             .http
             .post(app.url("/v1/queue/tokens"))
             .header("content-type", "application/json")
-            .body(format!("{{\"concertId\":{concert},\"userId\":{user}}}"))
+            .body(format!(
+                "{{\"concertId\":{concert},\"idToken\":\"{id_token}\",\"{field}\":{value}}}"
+            ))
             .send()
             .await
             .unwrap();

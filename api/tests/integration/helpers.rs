@@ -4,9 +4,12 @@
 use std::net::SocketAddr;
 
 use diesel_async::{AsyncConnection as _, AsyncMysqlConnection, RunQueryDsl as _};
+use infra::config::IdentityMode;
 use infra::{Services, Settings};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
+
+use crate::issuer;
 
 pub const ADMIN_KEY: &str = "test-admin-key";
 
@@ -50,6 +53,11 @@ impl TestApp {
             queue_admit_rate: 100_000,
             queue_capacity: 100_000,
             log_filter: "warn".into(),
+            // Fans join with tokens signed by the tests' login service.
+            identity_mode: Some(IdentityMode::Jwt),
+            identity_issuer: Some(issuer::ISSUER.into()),
+            identity_audience: Some(issuer::AUDIENCE.into()),
+            identity_jwks_file: Some(issuer::default_key().1.clone()),
             // Only the event tests run a broker (and turn the relay on).
             outbox_relay: false,
             ..Settings::default()
@@ -166,10 +174,23 @@ impl TestApp {
         (body["concertId"].as_u64().expect("concert id"), ids)
     }
 
+    /// Joins as `user`, proven by a token from the tests' login service (or, on an
+    /// app in development mode, asserted).
     pub async fn join(&self, concert: u64, user: &str) -> Response {
+        let body = match self.settings.identity_mode {
+            Some(IdentityMode::Jwt) => {
+                json!({"concertId": concert, "idToken": issuer::default_key().0.token_for(user)})
+            }
+            _ => json!({"concertId": concert, "userId": user}),
+        };
+        self.join_with(&body).await
+    }
+
+    /// `POST /v1/queue/tokens` with this body.
+    pub async fn join_with(&self, body: &Value) -> Response {
         self.http
             .post(self.url("/v1/queue/tokens"))
-            .json(&json!({"concertId": concert, "userId": user}))
+            .json(body)
             .send()
             .await
             .expect("request")

@@ -47,12 +47,37 @@ pub fn process_with(
         .env("BOXOFFICE_KAFKA_CONSUMER_GROUP", &s.kafka_consumer_group)
         .env("BOXOFFICE_QUEUE_TICK_MS", "20")
         .env("BOXOFFICE_LOG_FILTER", "warn")
+        .envs(identity_env(s))
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map(Running)
         .expect("the boxoffice binary runs")
+}
+
+/// The `BOXOFFICE_IDENTITY_*` variables of `settings`, so a process trusts the
+/// same login service as the in-process app it runs beside.
+fn identity_env(settings: &infra::Settings) -> Vec<(&'static str, String)> {
+    let mode = match settings.identity_mode {
+        Some(infra::config::IdentityMode::Jwt) => "jwt",
+        Some(infra::config::IdentityMode::Development) => "development",
+        None => return Vec::new(),
+    };
+    let mut env = vec![("BOXOFFICE_IDENTITY_MODE", mode.to_owned())];
+    for (name, value) in [
+        ("BOXOFFICE_IDENTITY_ISSUER", &settings.identity_issuer),
+        ("BOXOFFICE_IDENTITY_AUDIENCE", &settings.identity_audience),
+        ("BOXOFFICE_IDENTITY_JWKS_URL", &settings.identity_jwks_url),
+    ] {
+        if let Some(value) = value {
+            env.push((name, value.clone()));
+        }
+    }
+    if let Some(file) = &settings.identity_jwks_file {
+        env.push(("BOXOFFICE_IDENTITY_JWKS_FILE", file.display().to_string()));
+    }
+    env
 }
 
 impl Running {

@@ -20,6 +20,7 @@ use domain::{ConcertId, ScheduleId};
 
 use crate::config::Settings;
 use crate::db::{self, DbPool};
+use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::redis::cache::Cache;
 use crate::redis::{self as redis_store, Keys, RedisPool};
@@ -34,6 +35,8 @@ pub struct Services {
     pub cache: Cache,
     pub metrics: Metrics,
     pub relay: relay::Relay,
+    /// Who joins: the login service's verified token, or (development) a trusted id.
+    pub identity: Identity,
     schedules: Arc<RwLock<HashMap<ScheduleId, ScheduleInfo>>>,
     concerts: Arc<RwLock<HashSet<ConcertId>>>,
     /// Concerts whose waiting room this instance has registered (and so ticks, even
@@ -52,6 +55,7 @@ pub struct ScheduleInfo {
 impl Services {
     /// Builds the pools without connecting: the first call connects.
     pub fn new(settings: Settings, metrics: Metrics) -> anyhow::Result<Self> {
+        let identity = Identity::new(&settings, &metrics)?;
         let keys = Keys::new(&settings.redis_key_prefix);
         let db = db::pool(&settings);
         let redis = redis_store::pool(&settings, &metrics)?;
@@ -69,6 +73,7 @@ impl Services {
             cache,
             metrics,
             relay: relay::Relay::default(),
+            identity,
             schedules: Arc::default(),
             concerts: Arc::default(),
             queues: Arc::default(),
@@ -163,14 +168,16 @@ pub(crate) enum Abort<E> {
     Failed(anyhow::Error),
 }
 
+/// Every failure of a transaction (its queries, its BEGIN, COMMIT or ROLLBACK) comes
+/// through here, so a lost MySQL connection is [`DependencyDown`] in every use case.
 impl<E> From<diesel::result::Error> for Abort<E> {
     fn from(e: diesel::result::Error) -> Self {
-        Self::Failed(e.into())
+        Self::Failed(db::failure(e))
     }
 }
 
 impl<E> From<anyhow::Error> for Abort<E> {
     fn from(e: anyhow::Error) -> Self {
-        Self::Failed(e)
+        Self::Failed(db::classify(e))
     }
 }

@@ -11,10 +11,31 @@ use crate::db::catalog;
 use crate::metrics::Outcome as _;
 use crate::redis::queue::{self, Joined, QueueEvent, Tick};
 
-pub async fn join(svc: &Services, user: &UserId, concert: ConcertId) -> Result<Joined, JoinError> {
-    let joined = enter(svc, user, concert).await;
+/// What a fan shows at the door: the login service's token, and/or (development
+/// mode) the user id they claim.
+#[derive(Debug, Clone, Copy)]
+pub struct Credentials<'a> {
+    pub id_token: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+}
+
+/// Establishes who the fan is, then gives them their place in the concert's line.
+pub async fn join(
+    svc: &Services,
+    credentials: Credentials<'_>,
+    concert: ConcertId,
+) -> Result<(UserId, Joined), JoinError> {
+    let joined: Result<_, JoinError> = async {
+        let user = svc
+            .identity
+            .fan(credentials.id_token, credentials.user_id)
+            .await?;
+        let joined = enter(svc, &user, concert).await?;
+        Ok((user, joined))
+    }
+    .await;
     let result = match &joined {
-        Ok(j) if j.created => "created",
+        Ok((_, j)) if j.created => "created",
         Ok(_) => "existing",
         Err(e) => e.outcome(),
     };

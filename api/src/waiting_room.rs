@@ -8,26 +8,36 @@
 //! Redis. Connected waiters are marked seen in batches, so they never count as
 //! having abandoned the line.
 //!
+//! Redis may lose the line (a restart without persistence, a flush). Whenever the
+//! hub's subscription is re-established it asks where every local socket stands,
+//! admitted ones too, in one batch per concert; the periodic "seen" round also
+//! counts the tokens Redis still knows. A token Redis has forgotten gets `expired`
+//! and close 4401, so the page joins again. While Redis is out of reach, sockets
+//! wait; after [`OUTAGE_GRACE`] they are closed with 1013 (reconnect later).
+//!
 //! Messages (JSON text frames, server to client):
 //! - `{"type":"position","position":12,"peopleAhead":11,"etaSeconds":6}`
 //! - `{"type":"admitted","activeUntil":"2026-11-24T21:58:57Z"}`
 //! - `{"type":"expired"}`
 //!
-//! Close codes: 4401 unknown token, 4410 token expired or ended, 1008 the client
-//! sent too much, 1013 a dependency is down (reconnect later), 1012 the server is
-//! restarting (reconnect at once: another instance takes the socket).
+//! Close codes: 4401 unknown token (never issued, or forgotten by a Redis that
+//! lost its data: join again), 4410 token expired or ended, 1008 the client sent
+//! too much (too many messages, or one over 4 KiB), 1002 a broken frame, 1013 a
+//! dependency is down (reconnect later), 1012 the server is restarting (reconnect
+//! at once: another instance takes the socket).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use domain::token::Grant;
 use domain::{ConcertId, TokenError, TokenState};
 use futures::{SinkExt as _, StreamExt as _};
 use infra::Services;
-use infra::redis::queue::{self, QueueEvent};
+use infra::redis::queue::{self, QueueEvent, Standing};
 use poem::web::websocket::{CloseCode, Message, WebSocket, WebSocketStream};
 use poem::web::{Data, Query};
 use poem::{IntoResponse, handler};
@@ -41,9 +51,23 @@ const REFRESH_GAP: Duration = Duration::from_millis(250);
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// The reason sent with close code 1012 when the server stops.
 const RESTARTING: &str = "server restarting; reconnect";
+/// The reason sent with close code 4401.
+const UNKNOWN: &str = "unknown token; join again";
+/// The reason sent with close code 1013.
+const UNAVAILABLE: &str = "try again later";
 /// A client may send this many messages per [`FLOOD_WINDOW`] (it needs none).
 const FLOOD_LIMIT: u32 = 20;
 const FLOOD_WINDOW: Duration = Duration::from_secs(10);
+/// How long Redis may stay out of reach before open sockets are closed with 1013:
+/// a restart quicker than this goes unnoticed by fans whose places survived it.
+const OUTAGE_GRACE: Duration = Duration::from_secs(5);
+/// How often the hub pings Redis over its subscription, so a silent outage (no
+/// reset, no answer) is noticed too.
+const LIVENESS_EVERY: Duration = Duration::from_secs(5);
+/// After refusing an oversized or broken frame, how long the connection is kept
+/// before it is dropped: dropping it with unread bytes makes the kernel reset it,
+/// which can destroy the close frame before the client reads it.
+const LINGER: Duration = Duration::from_millis(500);
 
 /// What a socket is told, as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -68,10 +92,13 @@ enum Push {
     Send(ServerMessage),
     /// Admitted: ACTIVE until then.
     Admitted(Option<DateTime<Utc>>),
-    /// The token ended (left, paid).
+    /// The token ended (left, paid, turn over, dropped for absence).
     Ended,
-    /// The token left the line for a reason the hub did not hear: ask Redis.
-    Recheck,
+    /// Redis no longer knows the token (it lost its data): `expired`, then 4401 so
+    /// the client joins again.
+    Unknown,
+    /// Redis has been out of reach for [`OUTAGE_GRACE`]: 1013, reconnect later.
+    Unavailable,
 }
 
 #[derive(Debug)]
@@ -224,85 +251,205 @@ impl Hub {
         });
     }
 
-    /// Asks Redis where every local waiter of `concert` stands, in one round trip,
-    /// and tells those whose place changed.
-    async fn refresh(&self, concert: ConcertId) {
-        let (ids, secrets): (Vec<u64>, Vec<String>) = match self.rooms.lock() {
-            Ok(rooms) => rooms
-                .get(&concert)
-                .map(|room| {
+    /// The local sockets of `concert`: only those still waiting, unless `all`.
+    fn sockets(&self, concert: ConcertId, all: bool) -> (Vec<u64>, Vec<String>) {
+        self.rooms
+            .lock()
+            .ok()
+            .and_then(|rooms| {
+                rooms.get(&concert).map(|room| {
                     room.waiters
                         .iter()
-                        .filter(|(_, w)| !w.admitted)
+                        .filter(|(_, w)| all || !w.admitted)
                         .map(|(id, w)| (*id, w.secret.clone()))
                         .unzip()
                 })
-                .unwrap_or_default(),
-            Err(_) => return,
-        };
+            })
+            .unwrap_or_default()
+    }
+
+    /// Asks Redis where every local waiter of `concert` stands, in one round trip,
+    /// and tells those whose place changed. Those no longer in line are looked up
+    /// together in one more.
+    async fn refresh(&self, concert: ConcertId) {
+        let (ids, secrets) = self.sockets(concert, false);
         if ids.is_empty() {
             return;
         }
         let policy = self.svc.settings.admission_policy();
-        let standings =
+        let positions =
             match queue::positions(&self.svc.redis, &self.svc.keys, concert, &secrets, &policy)
                 .await
             {
-                Ok(standings) => standings,
+                Ok(positions) => positions,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not refresh queue positions");
                     return;
                 }
             };
+        let (mut waiting, mut standings) = (Vec::new(), Vec::new());
+        let (mut gone, mut gone_secrets) = (Vec::new(), Vec::new());
+        for ((id, secret), (position, eta_seconds)) in ids.into_iter().zip(secrets).zip(positions) {
+            if let Some(position) = position {
+                waiting.push(id);
+                standings.push(Standing::Waiting {
+                    position,
+                    eta_seconds,
+                });
+            } else {
+                gone.push(id);
+                gone_secrets.push(secret);
+            }
+        }
+        self.apply(concert, &waiting, &standings);
+        if gone.is_empty() {
+            return;
+        }
+        // Out of the line for a reason the hub did not hear: admitted or ended while
+        // it was not listening, dropped for absence, or forgotten by Redis.
+        match queue::standings(
+            &self.svc.redis,
+            &self.svc.keys,
+            concert,
+            &gone_secrets,
+            &policy,
+        )
+        .await
+        {
+            Ok(standings) => self.apply(concert, &gone, &standings),
+            Err(e) => tracing::warn!(error = %e, "could not look up tokens that left the line"),
+        }
+    }
+
+    /// Tells the sockets `ids` of `concert` what Redis says of their tokens
+    /// (`standings`, in the same order); those whose token is over leave the room.
+    fn apply(&self, concert: ConcertId, ids: &[u64], standings: &[Standing]) {
         let Ok(mut rooms) = self.rooms.lock() else {
             return;
         };
         let Some(room) = rooms.get_mut(&concert) else {
             return;
         };
-        for (id, (position, eta_seconds)) in ids.into_iter().zip(standings) {
-            let Some(waiter) = room.waiters.get_mut(&id) else {
+        for (id, standing) in ids.iter().zip(standings) {
+            let Some(waiter) = room.waiters.get_mut(id) else {
                 continue;
             };
-            match position {
-                Some(p) if waiter.position != Some(p) => {
-                    waiter.position = Some(p);
-                    deliver(&waiter.tx, Push::Send(position_message(p, eta_seconds)));
+            let last_word = match *standing {
+                Standing::Waiting {
+                    position,
+                    eta_seconds,
+                } => {
+                    if !waiter.admitted && waiter.position != Some(position) {
+                        waiter.position = Some(position);
+                        let message = position_message(position, eta_seconds);
+                        deliver(&waiter.tx, Push::Send(message));
+                    }
+                    continue;
                 }
-                Some(_) => {}
-                None => deliver(&waiter.tx, Push::Recheck),
+                Standing::Active { until } => {
+                    if !waiter.admitted {
+                        waiter.admitted = true;
+                        deliver(&waiter.tx, Push::Admitted(until));
+                    }
+                    continue;
+                }
+                Standing::Expired => Push::Ended,
+                Standing::Unknown => Push::Unknown,
+            };
+            if let Some(waiter) = room.waiters.remove(id) {
+                deliver(&waiter.tx, last_word);
             }
+        }
+        if room.waiters.is_empty() && !room.refreshing {
+            rooms.remove(&concert);
         }
     }
 
+    /// Asks Redis where every local socket of `concert` stands, admitted ones too,
+    /// and tells each what changed.
+    async fn sweep_concert(&self, concert: ConcertId) -> infra::redis::RedisResult<()> {
+        let (ids, secrets) = self.sockets(concert, true);
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let policy = self.svc.settings.admission_policy();
+        let standings =
+            queue::standings(&self.svc.redis, &self.svc.keys, concert, &secrets, &policy).await?;
+        self.apply(concert, &ids, &standings);
+        Ok(())
+    }
+
+    /// [`Self::sweep_concert`] for every concert with local sockets.
+    async fn sweep(&self) -> infra::redis::RedisResult<()> {
+        let concerts: Vec<ConcertId> = self
+            .rooms
+            .lock()
+            .map(|r| r.keys().copied().collect())
+            .unwrap_or_default();
+        for concert in concerts {
+            self.sweep_concert(concert).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes every socket with 1013: Redis has been out of reach too long for
+    /// their places to be followed. They reconnect later and find out then.
+    fn give_up(&self) {
+        let Ok(mut rooms) = self.rooms.lock() else {
+            return;
+        };
+        for room in rooms.values_mut() {
+            for (_, waiter) in room.waiters.drain() {
+                deliver(&waiter.tx, Push::Unavailable);
+            }
+        }
+        rooms.retain(|_, room| room.refreshing);
+    }
+
     /// Follows the waiting-room events until `shutdown`, reconnecting as needed.
+    /// Each (re)subscription first sweeps every local socket (see the module docs);
+    /// Redis out of reach for [`OUTAGE_GRACE`] closes them all with 1013.
     pub async fn listen(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let channel = self.svc.keys.queue_events();
+        let timeout = self.svc.settings.redis_timeout();
         let mut backoff = Duration::from_millis(100);
+        // Since when Redis has been out of reach (lost, or found but not yet swept).
+        let mut lost_since: Option<tokio::time::Instant> = None;
         loop {
             let session = async {
                 let client = infra::redis::client(&self.svc.settings)?;
-                let mut pubsub = client.get_async_pubsub().await?;
-                pubsub.subscribe(&channel).await?;
+                let (mut sink, mut messages) = tokio::time::timeout(timeout, async {
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.subscribe(&channel).await?;
+                    anyhow::Ok(pubsub.split())
+                })
+                .await
+                .context("subscribing timed out")??;
+                // Whatever happened while we were not listening (admissions, ends, or
+                // Redis coming back empty), find out now.
+                self.sweep().await.context("sweeping the sockets")?;
+                lost_since = None;
                 backoff = Duration::from_millis(100);
-                // Whatever happened while we were not listening, find out now.
-                let concerts: Vec<ConcertId> = self
-                    .rooms
-                    .lock()
-                    .map(|r| r.keys().copied().collect())
-                    .unwrap_or_default();
-                for concert in concerts {
-                    self.schedule_refresh(concert);
-                }
-                let mut messages = pubsub.on_message();
-                while let Some(message) = messages.next().await {
-                    let Ok(payload) = message.get_payload::<String>() else {
-                        continue;
-                    };
-                    match serde_json::from_str::<QueueEvent>(&payload) {
-                        Ok(event) => self.handle(&event),
-                        Err(e) => tracing::warn!(error = %e, "unreadable queue event"),
+                let mut liveness = tokio::time::interval(LIVENESS_EVERY);
+                liveness.reset();
+                loop {
+                    tokio::select! {
+                        message = messages.next() => {
+                            let Some(message) = message else { break };
+                            let Ok(payload) = message.get_payload::<String>() else {
+                                continue;
+                            };
+                            match serde_json::from_str::<QueueEvent>(&payload) {
+                                Ok(event) => self.handle(&event),
+                                Err(e) => tracing::warn!(error = %e, "unreadable queue event"),
+                            }
+                        }
+                        _ = liveness.tick() => {
+                            tokio::time::timeout(timeout, sink.ping::<redis::Value>())
+                                .await
+                                .context("Redis did not answer a ping in time")??;
+                        }
                     }
                 }
                 anyhow::Ok(())
@@ -310,10 +457,13 @@ impl Hub {
             tokio::select! {
                 () = &mut shutdown => return,
                 ended = session => {
-                    if let Err(e) = ended {
-                        tracing::warn!(error = format!("{e:#}"), "queue events subscription lost");
-                    }
+                    let reason = ended.err().map_or_else(|| "closed".to_owned(), |e| format!("{e:#}"));
+                    tracing::warn!(error = reason, "queue events subscription lost");
                 }
+            }
+            let since = *lost_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() >= OUTAGE_GRACE {
+                self.give_up();
             }
             tokio::select! {
                 () = &mut shutdown => return,
@@ -324,7 +474,7 @@ impl Hub {
     }
 
     /// Marks every connected waiter seen, often enough that the grace period never
-    /// runs out on someone with an open socket.
+    /// runs out on someone with an open socket, and notices tokens Redis forgot.
     pub async fn keep_alive(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let grace = Duration::from_secs(self.svc.settings.queue_grace_seconds);
@@ -335,23 +485,36 @@ impl Hub {
                 () = &mut shutdown => return,
                 _ = tick.tick() => {}
             }
-            let rooms: Vec<(ConcertId, Vec<String>)> = match self.rooms.lock() {
-                Ok(rooms) => rooms
-                    .iter()
-                    .map(|(c, room)| {
-                        let waiting = room.waiters.values().filter(|w| !w.admitted);
-                        (*c, waiting.map(|w| w.secret.clone()).collect())
-                    })
-                    .collect(),
+            let concerts: Vec<ConcertId> = match self.rooms.lock() {
+                Ok(rooms) => rooms.keys().copied().collect(),
                 Err(_) => continue,
             };
-            for (concert, secrets) in rooms {
-                if let Err(e) =
-                    queue::seen(&self.svc.redis, &self.svc.keys, concert, &secrets).await
-                {
-                    tracing::warn!(error = %e, "could not mark connected waiters seen");
+            for concert in concerts {
+                self.check_in(concert).await;
+            }
+        }
+    }
+}
+
+/// One concert's share of [`Hub::keep_alive`]: its waiters are seen, and if Redis
+/// knows fewer of its sockets' tokens than there are sockets (it lost data without
+/// dropping the subscription: a flush, an eviction), every socket is looked up.
+impl Hub {
+    async fn check_in(&self, concert: ConcertId) {
+        let (_, waiting) = self.sockets(concert, false);
+        if let Err(e) = queue::seen(&self.svc.redis, &self.svc.keys, concert, &waiting).await {
+            tracing::warn!(error = %e, "could not mark connected waiters seen");
+            return;
+        }
+        let (_, all) = self.sockets(concert, true);
+        match queue::known(&self.svc.redis, &self.svc.keys, concert, &all).await {
+            Ok(known) if known < all.len() => {
+                if let Err(e) = self.sweep_concert(concert).await {
+                    tracing::warn!(error = %e, "could not look up forgotten tokens");
                 }
             }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not count known tokens"),
         }
     }
 }
@@ -436,8 +599,8 @@ async fn follow(hub: Arc<Hub>, raw_token: String, socket: WebSocketStream) {
     }
     let (token, grant) = match infra::service::queue::authenticate(&hub.svc, &raw_token).await {
         Ok(found) => found,
-        Err(TokenError::Invalid) => return close(&mut sink, 4401, "unknown token").await,
-        Err(TokenError::Unavailable(_)) => return close(&mut sink, 1013, "try again later").await,
+        Err(TokenError::Invalid) => return close(&mut sink, 4401, UNKNOWN).await,
+        Err(TokenError::Unavailable(_)) => return close(&mut sink, 1013, UNAVAILABLE).await,
     };
     let concert = token.concert();
     let mut active_until = None;
@@ -470,15 +633,14 @@ async fn follow(hub: Arc<Hub>, raw_token: String, socket: WebSocketStream) {
                     close(&mut sink, 4410, "token ended").await;
                     break;
                 }
-                Some(Push::Recheck) => {
-                    let standing = infra::service::queue::authenticate(&hub.svc, &raw_token).await;
-                    let open = if let Ok((_, grant)) = &standing {
-                        tell(&mut sink, grant, &mut active_until).await
-                    } else {
-                        close(&mut sink, 1013, "try again later").await;
-                        false
-                    };
-                    if !open { break }
+                Some(Push::Unknown) => {
+                    send(&mut sink, &ServerMessage::Expired).await;
+                    close(&mut sink, 4401, UNKNOWN).await;
+                    break;
+                }
+                Some(Push::Unavailable) => {
+                    close(&mut sink, 1013, UNAVAILABLE).await;
+                    break;
                 }
             },
             _ = closing.changed() => {
@@ -494,7 +656,14 @@ async fn follow(hub: Arc<Hub>, raw_token: String, socket: WebSocketStream) {
                 if sink.send(Message::Ping(Vec::new())).await.is_err() { break }
             }
             frame = incoming.next() => match frame {
-                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(e)) => {
+                    if let Some((code, reason)) = refusal(&e) {
+                        close(&mut sink, code, reason).await;
+                        tokio::time::sleep(LINGER).await;
+                    }
+                    break;
+                }
                 Some(Ok(_)) => {
                     let now = tokio::time::Instant::now();
                     if now.duration_since(flood.0) > FLOOD_WINDOW {
@@ -510,6 +679,21 @@ async fn follow(hub: Arc<Hub>, raw_token: String, socket: WebSocketStream) {
         }
     }
     hub.leave(concert, id);
+}
+
+/// The close frame owed for an incoming frame that could not be read: 1008 for one
+/// over the size limit, 1002 for any other protocol violation; none when the
+/// connection itself failed.
+fn refusal(e: &std::io::Error) -> Option<(u16, &'static str)> {
+    // poem hands tungstenite's own errors on as `Other`, carrying their message.
+    if e.kind() != std::io::ErrorKind::Other || e.raw_os_error().is_some() {
+        return None;
+    }
+    if e.to_string().starts_with("Space limit exceeded") {
+        Some((1008, "message too big"))
+    } else {
+        Some((1002, "protocol error"))
+    }
 }
 
 /// Counts a socket in `boxoffice_websockets_open` for as long as it is followed.
@@ -575,5 +759,22 @@ mod tests {
             serde_json::to_value(ServerMessage::Expired).unwrap(),
             serde_json::json!({"type": "expired"})
         );
+    }
+
+    #[test]
+    fn an_oversized_frame_is_refused_with_1008_and_a_dead_connection_with_nothing() {
+        use tokio_tungstenite::tungstenite::error::{CapacityError, Error, ProtocolError};
+        // As poem hands tungstenite's errors on.
+        let as_poem = |e: Error| std::io::Error::other(e.to_string());
+        let too_long = Error::Capacity(CapacityError::MessageTooLong {
+            size: 1 << 20,
+            max_size: 4096,
+        });
+        assert_eq!(refusal(&as_poem(too_long)), Some((1008, "message too big")));
+        let unmasked = Error::Protocol(ProtocolError::UnmaskedFrameFromClient);
+        assert_eq!(refusal(&as_poem(unmasked)), Some((1002, "protocol error")));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(refusal(&reset), None);
+        assert_eq!(refusal(&std::io::Error::from_raw_os_error(104)), None);
     }
 }

@@ -3,82 +3,13 @@
 //! Redis of its own, so stopping it disturbs no other test). MySQL unreachable:
 //! 503, not 500.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use reqwest::StatusCode;
 
+use crate::broker::free_port;
 use crate::helpers::{TestApp, assert_problem};
-
-struct OwnRedis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> Self {
-        Self::start_with(port, &["--save", "", "--appendonly", "no"])
-    }
-
-    /// A Redis that keeps its data in `dir` (append-only file), as production would.
-    fn start_persistent(port: u16, dir: &std::path::Path) -> Self {
-        let dir = dir.to_str().expect("utf-8 path");
-        Self::start_with(
-            port,
-            &[
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--dir",
-                dir,
-            ],
-        )
-    }
-
-    fn start_with(port: u16, extra: &[&str]) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            port,
-            child: Some(child),
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::own_redis::OwnRedis;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_down_nothing_is_oversold_and_lookups_still_work() {

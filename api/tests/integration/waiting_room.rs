@@ -11,10 +11,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{TestApp, assert_problem};
 
-type Socket =
+pub type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(app: &TestApp, token: &str) -> Socket {
+pub async fn connect(app: &TestApp, token: &str) -> Socket {
     let url = format!("ws://{}/v1/queue/ws?token={token}", app.addr);
     tokio_tungstenite::connect_async(url)
         .await
@@ -23,7 +23,7 @@ async fn connect(app: &TestApp, token: &str) -> Socket {
 }
 
 /// The next JSON message, skipping pings; `None` once the server closes.
-async fn next_message(socket: &mut Socket) -> Option<Value> {
+pub async fn next_message(socket: &mut Socket) -> Option<Value> {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
             .await
@@ -334,4 +334,57 @@ async fn bad_sockets_get_a_close_frame_with_a_reason() {
     let mut ended = connect(&app, &left).await;
     assert_eq!(next_message(&mut ended).await.unwrap()["type"], "expired");
     assert_eq!(close_code(&mut ended).await, 4410);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_or_message_over_the_limit_gets_close_1008() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let app = TestApp::spawn_with(|s| s.queue_admission = false).await;
+    let (concert, _) = app.create_concert(&[1], 100).await;
+
+    // One 1 MB frame: refused at its header, with a close frame, not a reset.
+    let token = app.waiting_token(concert, "big-sender").await;
+    let socket = connect(&app, &token).await;
+    let (mut tx, mut rx) = socket.split();
+    let sending = tokio::spawn(async move {
+        let _ = tx.send(Message::Binary(vec![0u8; 1 << 20].into())).await;
+        tx
+    });
+    let mut heard = Vec::new();
+    let code = loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), rx.next())
+            .await
+            .expect("closed in time");
+        match frame {
+            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            Some(Ok(Message::Text(text))) => heard.push(text.to_string()),
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?} after {heard:?}"),
+        }
+    };
+    assert_eq!(code, 1008);
+    drop(sending.await);
+
+    // A message of small fragments that add up to more than the limit: the same.
+    let token = app.waiting_token(concert, "fragmenter").await;
+    let mut socket = connect(&app, &token).await;
+    assert_eq!(next_message(&mut socket).await.unwrap()["type"], "position");
+    for i in 0..8 {
+        let opcode = if i == 0 {
+            OpCode::Data(Data::Binary)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        let frame = Frame::message(vec![1u8; 1024], opcode, i == 7);
+        if socket.send(Message::Frame(frame)).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(close_code(&mut socket).await, 1008);
+
+    // The server is fine afterwards.
+    let mut fine = connect(&app, &token).await;
+    assert_eq!(next_message(&mut fine).await.unwrap()["type"], "position");
 }

@@ -384,6 +384,118 @@ pub async fn positions(
         .collect())
 }
 
+/// Where a token stands, as a socket follower needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Redis has no record of it: never issued, or Redis lost its data (a restart
+    /// without persistence, a flush). Its holder must join again.
+    Unknown,
+    Waiting {
+        position: u64,
+        eta_seconds: Option<u64>,
+    },
+    Active {
+        until: Option<DateTime<Utc>>,
+    },
+    /// Issued, but over: its turn ran out, it left, paid or was dropped for absence.
+    Expired,
+}
+
+/// At most this many tokens per round trip in [`standings`].
+const STANDINGS_BATCH: usize = 1_000;
+
+/// Where each of `secrets` (tokens of `concert`, in any state) stands, in one
+/// pipelined round trip per thousand. Unlike [`resolve`], asking does not count as
+/// being seen, and an error never reads as [`Standing::Unknown`].
+pub async fn standings(
+    pool: &RedisPool,
+    keys: &Keys,
+    concert: ConcertId,
+    secrets: &[String],
+    policy: &AdmissionPolicy,
+) -> RedisResult<Vec<Standing>> {
+    let q = QueueKeys::new(keys, concert);
+    let (waiting, active, admits) = (q.part("waiting"), q.part("active"), q.part("admits"));
+    let mut conn = super::conn(pool).await?;
+    let mut found = Vec::with_capacity(secrets.len());
+    for batch in secrets.chunks(STANDINGS_BATCH) {
+        let mut pipe = redis::pipe();
+        pipe.cmd("TIME");
+        let now = Utc::now().timestamp_millis();
+        pipe.zcount(
+            &admits,
+            now - i64::try_from(window_ms()).unwrap_or(i64::MAX),
+            "+inf",
+        );
+        for secret in batch {
+            pipe.exists(q.record(secret))
+                .zscore(&active, secret)
+                .zrank(&waiting, secret);
+        }
+        let answers: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let mut answers = answers.into_iter();
+        let (seconds, micros): (i64, i64) = next_answer(&mut answers)?;
+        let now = seconds * 1_000 + micros / 1_000;
+        let recent: u64 = next_answer(&mut answers)?;
+        for _ in batch {
+            let exists: bool = next_answer(&mut answers)?;
+            let active_until: Option<f64> = next_answer(&mut answers)?;
+            let rank: Option<u64> = next_answer(&mut answers)?;
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "scores are whole milliseconds"
+            )]
+            let active_until = active_until.map(|ms| ms as i64).filter(|&ms| ms > now);
+            found.push(match (exists, active_until, rank) {
+                (false, ..) => Standing::Unknown,
+                (true, Some(ms), _) => Standing::Active {
+                    until: DateTime::from_timestamp_millis(ms),
+                },
+                (true, None, Some(rank)) => Standing::Waiting {
+                    position: rank + 1,
+                    eta_seconds: eta_seconds(rank + 1, recent, policy.rate_per_second),
+                },
+                (true, None, None) => Standing::Expired,
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// The next answer of a pipeline, as a `T`.
+fn next_answer<T: redis::FromRedisValue>(
+    answers: &mut impl Iterator<Item = redis::Value>,
+) -> Result<T, redis::RedisError> {
+    let value = answers.next().ok_or_else(|| {
+        redis::RedisError::from((redis::ErrorKind::Parse, "short pipeline answer"))
+    })?;
+    Ok(redis::from_redis_value(value)?)
+}
+
+/// How many of `secrets` (tokens of `concert`) Redis still has a record of: one
+/// cheap command, so fewer than asked means a closer look with [`standings`].
+pub async fn known(
+    pool: &RedisPool,
+    keys: &Keys,
+    concert: ConcertId,
+    secrets: &[String],
+) -> RedisResult<usize> {
+    if secrets.is_empty() {
+        return Ok(0);
+    }
+    let q = QueueKeys::new(keys, concert);
+    let mut conn = super::conn(pool).await?;
+    let mut total = 0;
+    for batch in secrets.chunks(STANDINGS_BATCH) {
+        let n: usize = redis::cmd("EXISTS")
+            .arg(batch.iter().map(|s| q.record(s)).collect::<Vec<_>>())
+            .query_async(&mut conn)
+            .await?;
+        total += n;
+    }
+    Ok(total)
+}
+
 /// Marks `secrets` as seen now (their holders are connected), if still waiting.
 pub async fn seen(
     pool: &RedisPool,

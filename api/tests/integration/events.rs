@@ -319,3 +319,69 @@ async fn two_instances_relay_one_at_a_time_and_publish_each_event_once() {
     assert_eq!(ids.len(), written);
     assert_eq!(events.len(), written, "each event published once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_relay_waits_on_one_connection_and_takes_over_on_it() {
+    use diesel_async::{AsyncConnection as _, AsyncMysqlConnection, RunQueryDsl as _};
+    use infra::service::relay::RelayState;
+    use secrecy::ExposeSecret as _;
+
+    #[derive(diesel::QueryableByName)]
+    struct Got {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Integer>)]
+        got: Option<i32>,
+    }
+    // Another session (the test's own, straight to MariaDB) is the relay.
+    let mut leader =
+        AsyncMysqlConnection::establish(&format!("{}/", crate::helpers::mysql_server()))
+            .await
+            .unwrap();
+    let locked: Got = diesel::sql_query("SELECT GET_LOCK('boxoffice_outbox_relay', 30) AS got")
+        .get_result(&mut leader)
+        .await
+        .unwrap();
+    assert_eq!(locked.got, Some(1));
+
+    // The instance reaches MariaDB through a proxy that counts its connections.
+    let broker = Broker::start().await;
+    let proxy = crate::mysql_loss::MysqlProxy::start().await;
+    let topic = format!("boxoffice.test.{}", uuid::Uuid::now_v7().simple());
+    let app = TestApp::spawn_with(|s| {
+        s.database_url = proxy.url_for(s.database_url.expose_secret()).into();
+        s.outbox_relay = true;
+        s.kafka_brokers = broker.bootstrap();
+        s.kafka_topic = topic;
+    })
+    .await;
+    until("the instance stands by", 10, async || {
+        app.svc.relay.get() == RelayState::Standby
+    })
+    .await;
+
+    // Several of its once-a-second lock attempts: a fixed window, since what is
+    // measured is that nothing happens in it.
+    let before = proxy.accepted();
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    let opened = proxy.accepted() - before;
+    assert_eq!(app.svc.relay.get(), RelayState::Standby);
+    assert!(
+        opened <= 1,
+        "a standby opened {opened} MySQL connections in 4.5 s"
+    );
+
+    // The lock is free: the standby takes over on the connection it kept.
+    let before = proxy.accepted();
+    diesel::sql_query("SELECT RELEASE_LOCK('boxoffice_outbox_relay')")
+        .execute(&mut leader)
+        .await
+        .unwrap();
+    until("the standby takes over", 10, async || {
+        app.svc.relay.get() == RelayState::Up
+    })
+    .await;
+    assert_eq!(app.svc.metrics.outbox_relay_leader.get(), 1);
+    assert!(
+        proxy.accepted() - before <= 1,
+        "taking over needs no new connection"
+    );
+}

@@ -13,19 +13,25 @@
 
 mod broker;
 mod helpers;
+mod issuer;
+mod own_redis;
 mod processes;
 
 mod auth;
 mod bad_input;
 mod deploy_files;
 mod events;
+mod identity;
 mod lookups;
 mod metrics;
 mod multi_instance;
+mod mysql_loss;
 mod openapi;
 mod outages;
 mod payments;
 mod points;
+mod protocol_limits;
+mod redis_loss;
 mod reservations;
 mod shutdown;
 mod waiting_room;

@@ -206,3 +206,113 @@ async fn concurrent_refused_payments_with_one_key_all_get_the_refusal() {
     }
     assert_eq!(app.scalar("SELECT COUNT(*) FROM idempotency_keys").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_token_pays_once_even_when_ten_payments_race() {
+    let app = TestApp::spawn().await;
+    let (concert, schedules) = app.create_concert(&[10], 1_000).await;
+    let token = app.token(concert, "ann").await;
+    app.charge(&token, 100_000, "c1").await;
+    let mut held = Vec::new();
+    for seat in 1..=10 {
+        held.push(app.held(&token, schedules[0], seat).await);
+    }
+
+    // Ten payments with the one token, each for its own held seat, all at once.
+    let answers = join_all(held.iter().enumerate().map(|(i, id)| {
+        let (app, token, key) = (&app, &token, format!("p-{i}"));
+        async move { app.pay(token, *id, &key).await }
+    }))
+    .await;
+    let mut paid = Vec::new();
+    for (i, res) in answers.into_iter().enumerate() {
+        if res.status() == StatusCode::CREATED {
+            paid.push((i, res.json::<Value>().await.unwrap()));
+        } else {
+            assert_problem(res, StatusCode::UNAUTHORIZED, "TOKEN_EXPIRED").await;
+        }
+    }
+    assert_eq!(paid.len(), 1, "a queue token pays once");
+    let (winner, receipt) = &paid[0];
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM payments").await, 1);
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM point_ledger WHERE kind = 'PAYMENT'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM outbox WHERE event_type = 'PaymentCompleted'")
+            .await,
+        1
+    );
+    assert_eq!(app.balance(&token).await, 99_000);
+    let seats = app.seat_statuses(schedules[0]).await;
+    assert_eq!(seats.iter().filter(|s| *s == "SOLD").count(), 1);
+    // The refused payments changed nothing: their holds stay held.
+    assert_eq!(seats.iter().filter(|s| *s == "HELD").count(), 9);
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM reservations WHERE status = 'HELD'")
+            .await,
+        9
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM idempotency_keys WHERE scope = 'payment'")
+            .await,
+        1,
+        "a refused payment claims no key"
+    );
+
+    // The winner's key replays its answer; every other, now or later, is refused.
+    let replay = app.pay(&token, held[*winner], &format!("p-{winner}")).await;
+    assert_eq!(replay.status(), StatusCode::CREATED);
+    assert_eq!(replay.json::<Value>().await.unwrap()["id"], receipt["id"]);
+    for (i, id) in held.iter().enumerate().filter(|(i, _)| i != winner) {
+        assert_problem(
+            app.pay(&token, *id, &format!("p-{i}")).await,
+            StatusCode::UNAUTHORIZED,
+            "TOKEN_EXPIRED",
+        )
+        .await;
+    }
+
+    // Sequentially too, and in MySQL itself: a payment whose token still looked
+    // ACTIVE (as if Redis had not heard the first payment end it) is refused.
+    let queue_token = domain::QueueToken::parse(&token).unwrap();
+    let stale = domain::token::Grant {
+        user_id: domain::UserId::parse("ann").unwrap(),
+        concert_id: domain::ConcertId(concert),
+        state: domain::TokenState::Active,
+        position: None,
+        eta_seconds: None,
+        active_until: None,
+    };
+    let loser = held.iter().position(|id| *id != held[*winner]).unwrap();
+    let refused = infra::service::payments::pay(
+        &app.svc,
+        &queue_token,
+        &stale,
+        domain::ReservationId(held[loser]),
+        &domain::IdempotencyKey::parse("after").unwrap(),
+        infra::now(),
+    )
+    .await;
+    assert!(
+        matches!(
+            refused,
+            Err(domain::PaymentError::Access(
+                domain::token::AccessDenied::Expired
+            ))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM payments").await, 1);
+    assert_eq!(app.balance(&token).await, 99_000);
+
+    // The fan pays for another held seat with a new token.
+    let again = app.token(concert, "ann").await;
+    assert_eq!(
+        app.pay(&again, held[loser], "p-new").await.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(app.scalar("SELECT COUNT(*) FROM payments").await, 2);
+}

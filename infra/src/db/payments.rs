@@ -1,33 +1,70 @@
-//! Payments: one per reservation, enforced by a unique key.
+//! Payments: one per reservation and one per queue token, each enforced by a unique
+//! key.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use domain::{PaymentId, Points, ReservationId, UserId};
+use domain::{PaymentId, Points, QueueToken, ReservationId, UserId};
+use sha2::{Digest as _, Sha256};
 
 use super::schema::payments;
-use super::{DbConn, last_insert_id, naive};
+use super::{DbConn, is_unique_violation, last_insert_id, naive};
 
+/// Which rule refused to record a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The reservation has a payment already.
+    ReservationPaid,
+    /// Another payment used this queue token: a token pays once.
+    TokenUsed,
+}
+
+/// What identifies a token among payments without keeping the credential itself.
+pub fn token_hash(token: &QueueToken) -> [u8; 32] {
+    Sha256::digest(token.to_string().as_bytes()).into()
+}
+
+/// Records the payment of `reservation` made with `token`, inside the caller's
+/// transaction. A payment with the same token (or of the same reservation) that is
+/// still open makes this wait until it ends: if it commits, this one is refused; if
+/// it rolls back, this one goes ahead.
 pub async fn insert(
     conn: &mut DbConn,
     reservation: ReservationId,
     user: &UserId,
     amount: Points,
+    token: &QueueToken,
     now: DateTime<Utc>,
-) -> QueryResult<PaymentId> {
-    diesel::insert_into(payments::table)
+) -> QueryResult<Result<PaymentId, Refused>> {
+    let inserted = diesel::insert_into(payments::table)
         .values((
             payments::reservation_id.eq(reservation.0),
             payments::user_id.eq(user.as_str()),
             payments::amount.eq(amount.0),
+            payments::queue_token_hash.eq(Some(token_hash(token).as_slice())),
             payments::created_at.eq(naive(now)),
         ))
         .execute(conn)
-        .await?;
+        .await;
+    match inserted {
+        Ok(_) => {}
+        Err(e) if is_unique_violation(&e) => {
+            // MySQL names the key only in the message's text; asking which row
+            // exists is exact. The duplicate committed before this insert failed
+            // (an open one makes it wait), so it is visible here.
+            let refused = if count_for(conn, reservation).await? > 0 {
+                Refused::ReservationPaid
+            } else {
+                Refused::TokenUsed
+            };
+            return Ok(Err(refused));
+        }
+        Err(e) => return Err(e),
+    }
     diesel::select(last_insert_id())
         .get_result(conn)
         .await
-        .map(PaymentId)
+        .map(|id| Ok(PaymentId(id)))
 }
 
 pub async fn count_for(conn: &mut DbConn, reservation: ReservationId) -> QueryResult<i64> {

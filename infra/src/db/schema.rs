@@ -72,6 +72,7 @@ diesel::table! {
         reservation_id -> Unsigned<BigInt>,
         user_id -> Varchar,
         amount -> Unsigned<BigInt>,
+        queue_token_hash -> Nullable<Binary>,
         created_at -> Datetime,
     }
 }

@@ -5,7 +5,7 @@ use diesel_async::AsyncConnection as _;
 use domain::{AdminError, ConcertId, NewConcert, NewSchedule, Points, ScheduleId};
 
 use super::Services;
-use crate::db::catalog;
+use crate::db::{self, catalog};
 use crate::redis::cache::Entry;
 
 /// Creates a concert with its schedules and seats in one transaction.
@@ -27,7 +27,7 @@ pub async fn create_concert(
             Ok::<_, diesel::result::Error>((id, schedules))
         })
         .await
-        .map_err(anyhow::Error::from)?;
+        .map_err(db::failure)?;
     svc.cache.invalidate(&[Entry::Concerts]).await;
     Ok(created)
 }
@@ -40,7 +40,7 @@ pub async fn seed_demo(svc: &Services, now: DateTime<Utc>) -> Result<ConcertId, 
     let mut conn = svc.db().await?;
     if let Some(id) = catalog::concert_by_title(&mut conn, DEMO_TITLE)
         .await
-        .map_err(anyhow::Error::from)?
+        .map_err(db::failure)?
     {
         return Ok(id);
     }

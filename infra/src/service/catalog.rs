@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use domain::{ConcertId, LookupError, ScheduleId};
 
 use super::{ScheduleInfo, Services};
+use crate::db;
 use crate::db::catalog::{self, ConcertRow, ScheduleRow, SeatRow};
 
 /// A schedule's concert and size, from memory after the first read.
@@ -12,7 +13,10 @@ pub async fn schedule_info(svc: &Services, id: ScheduleId) -> anyhow::Result<Opt
         return Ok(Some(info));
     }
     let mut conn = svc.db().await?;
-    let Some(row) = catalog::schedule(&mut conn, id).await? else {
+    let Some(row) = catalog::schedule(&mut conn, id)
+        .await
+        .map_err(db::failure)?
+    else {
         return Ok(None);
     };
     let info = ScheduleInfo {
@@ -27,16 +31,14 @@ pub async fn schedule_info(svc: &Services, id: ScheduleId) -> anyhow::Result<Opt
 
 pub async fn concerts(svc: &Services) -> Result<Vec<ConcertRow>, LookupError> {
     let mut conn = svc.db().await?;
-    Ok(catalog::concerts(&mut conn)
-        .await
-        .map_err(anyhow::Error::from)?)
+    Ok(catalog::concerts(&mut conn).await.map_err(db::failure)?)
 }
 
 pub async fn concert(svc: &Services, id: ConcertId) -> Result<ConcertRow, LookupError> {
     let mut conn = svc.db().await?;
     catalog::concert(&mut conn, id)
         .await
-        .map_err(anyhow::Error::from)?
+        .map_err(db::failure)?
         .ok_or(LookupError::ConcertNotFound)
 }
 
@@ -49,14 +51,14 @@ pub async fn schedules(
     let mut conn = svc.db().await?;
     if catalog::concert(&mut conn, concert)
         .await
-        .map_err(anyhow::Error::from)?
+        .map_err(db::failure)?
         .is_none()
     {
         return Err(LookupError::ConcertNotFound);
     }
     Ok(catalog::schedules(&mut conn, concert, now)
         .await
-        .map_err(anyhow::Error::from)?)
+        .map_err(db::failure)?)
 }
 
 pub async fn seat_map(
@@ -66,10 +68,10 @@ pub async fn seat_map(
     let mut conn = svc.db().await?;
     let row = catalog::schedule(&mut conn, schedule)
         .await
-        .map_err(anyhow::Error::from)?
+        .map_err(db::failure)?
         .ok_or(LookupError::ScheduleNotFound)?;
     let seats = catalog::seats(&mut conn, schedule)
         .await
-        .map_err(anyhow::Error::from)?;
+        .map_err(db::failure)?;
     Ok((row, seats))
 }

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection as _;
-use domain::token::Grant;
+use domain::token::{AccessDenied, Grant};
 use domain::{
     DomainEvent, IdempotencyKey, PaymentError, PaymentId, Points, QueueToken, ReservationId,
     ReservationStatus, points,
@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{Abort, Services, retry_deadlocks};
 use crate::db::idempotency::{self, Scope, Stored};
+use crate::db::payments::{self, Refused};
 use crate::db::wallets::{self, LedgerKind};
-use crate::db::{is_unique_violation, outbox, payments, reservations};
+use crate::db::{self, outbox, reservations};
 use crate::metrics::Outcome as _;
 use crate::redis::cache::Entry;
 use crate::redis::lock;
@@ -30,13 +31,16 @@ pub struct PaymentReceipt {
 /// Pays `reservation` from the token user's points, once per Idempotency-Key.
 ///
 /// In one transaction: lock the reservation (the owner's), claim the key, check
-/// it is still held, lock and debit the wallet, write the ledger row, the payment (unique per
-/// reservation), the confirmation, the sold seat and the outbox event. Afterwards
-/// the user's queue token ends and the seat map is invalidated.
+/// it is still held, write the payment (unique per reservation and per queue token),
+/// lock and debit the wallet, write the ledger row, the confirmation, the sold seat
+/// and the outbox event. Afterwards the user's queue token ends and the seat map is
+/// invalidated.
 ///
-/// A retry with the same key replays the first answer even though the token has
-/// ended by then, so the token's state is checked only for new payments. Returns
-/// the receipt and whether it is a replay.
+/// A queue token pays once: the first payment with it that commits ends it, and
+/// every other one, concurrent or later, is refused with `AccessDenied::Expired`
+/// and changes nothing. A retry with the same key replays the first answer even
+/// though the token has ended by then, so the token's state is checked only for
+/// new payments. Returns the receipt and whether it is a replay.
 pub async fn pay(
     svc: &Services,
     token: &QueueToken,
@@ -56,6 +60,15 @@ pub async fn pay(
     };
     svc.metrics.payments.with_label_values(&[outcome]).inc();
     paid
+}
+
+impl From<Refused> for PaymentError {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::ReservationPaid => Self::AlreadyPaid,
+            Refused::TokenUsed => Self::Access(AccessDenied::Expired),
+        }
+    }
 }
 
 async fn settle(
@@ -86,6 +99,12 @@ async fn settle(
             grant
                 .require_active_for(r.concert_id)
                 .map_err(|e| Abort::Outcome(e.into()))?;
+            // A token pays once. Redis said it is active, but another payment with
+            // it may be committing right now: the payment's unique token key decides,
+            // before anything else is checked, so all but the first get TOKEN_EXPIRED.
+            let payment_id = payments::insert(conn, r.id, user, r.price, token, now)
+                .await?
+                .map_err(|refused| Abort::Outcome(refused.into()))?;
             let before = wallets::lock(conn, user, now).await?;
             let after = points::debit(before, r.price)
                 .ok_or(Abort::Outcome(PaymentError::InsufficientPoints))?;
@@ -99,12 +118,6 @@ async fn settle(
                 now,
             )
             .await?;
-            let payment_id = match payments::insert(conn, r.id, user, r.price, now).await {
-                Err(e) if is_unique_violation(&e) => {
-                    return Err(Abort::Outcome(PaymentError::AlreadyPaid));
-                }
-                other => other?,
-            };
             reservations::set_status(conn, &[r.id], ReservationStatus::Confirmed, now).await?;
             // The reservation row says HELD and unexpired, so the seat is still ours;
             // checking again costs nothing and guards against any future bug.
@@ -161,7 +174,10 @@ async fn settle(
         Err(Abort::Outcome(e)) => Err(e),
         Err(Abort::Failed(e)) => Err(PaymentError::Internal(e)),
         Err(Abort::Replay) => {
-            match idempotency::stored(&mut conn, user, Scope::Payment, key, &hash).await? {
+            match idempotency::stored(&mut conn, user, Scope::Payment, key, &hash)
+                .await
+                .map_err(db::classify)?
+            {
                 Stored::Replay(body) => Ok((
                     serde_json::from_str(&body).map_err(anyhow::Error::from)?,
                     true,

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Abort, Services, retry_deadlocks};
 use crate::db::idempotency::{self, Scope, Stored};
-use crate::db::outbox;
 use crate::db::wallets::{self, LedgerKind, LedgerRow};
+use crate::db::{self, outbox};
 use crate::metrics::Outcome as _;
 
 /// What a top-up answers, stored to replay for the same Idempotency-Key.
@@ -21,7 +21,7 @@ pub struct ChargeReceipt {
 
 pub async fn balance(svc: &Services, user: &UserId) -> anyhow::Result<Points> {
     let mut conn = svc.db().await?;
-    Ok(wallets::balance(&mut conn, user).await?)
+    wallets::balance(&mut conn, user).await.map_err(db::failure)
 }
 
 /// Adds `amount` to the user's wallet once per Idempotency-Key. Returns the receipt
@@ -100,7 +100,10 @@ async fn top_up(
         Err(Abort::Outcome(e)) => Err(e),
         Err(Abort::Failed(e)) => Err(ChargeError::Internal(e)),
         Err(Abort::Replay) => {
-            match idempotency::stored(&mut conn, user, Scope::Charge, key, &hash).await? {
+            match idempotency::stored(&mut conn, user, Scope::Charge, key, &hash)
+                .await
+                .map_err(db::classify)?
+            {
                 Stored::Replay(body) => Ok((
                     serde_json::from_str(&body).map_err(anyhow::Error::from)?,
                     true,
@@ -118,5 +121,7 @@ pub async fn history(
     limit: u32,
 ) -> anyhow::Result<Vec<LedgerRow>> {
     let mut conn = svc.db().await?;
-    Ok(wallets::history(&mut conn, user, before, limit).await?)
+    wallets::history(&mut conn, user, before, limit)
+        .await
+        .map_err(db::failure)
 }

@@ -5,7 +5,9 @@
 //! `boxoffice_outbox_relay` on its relay connection. MySQL frees the lock when that
 //! connection or its process dies, and another instance takes over within a second;
 //! so several instances never race each other into publishing the same rows, and a
-//! reservation's events keep their order. Delivery is at least once: a row is marked
+//! reservation's events keep their order. A standby asks for the lock once a second
+//! on one connection it keeps, so waiting opens no connections (MariaDB would log
+//! each one dropped as an aborted connection). Delivery is at least once: a row is marked
 //! only after Kafka acknowledged it, so a crash in between publishes it again, and
 //! consumers dedupe by event id.
 //!
@@ -94,6 +96,14 @@ impl Relay {
     }
 }
 
+/// The relay's own connection (not a pooled one: the lock lives as long as the
+/// session, and a connection dropped on error must take the lock with it), kept
+/// while leading and while standing by.
+struct Session {
+    conn: DbConn,
+    leading: bool,
+}
+
 #[derive(diesel::QueryableByName)]
 struct Locked {
     #[diesel(sql_type = Nullable<Integer>)]
@@ -115,15 +125,15 @@ pub async fn run(svc: Services, shutdown: impl Future<Output = ()>) {
     }
     tokio::pin!(shutdown);
     let mut producer = None;
-    let mut leader = None;
+    let mut session = None;
     let mut topic_ready = false;
     let mut failures = 0u32;
     loop {
         let round_started = tokio::time::Instant::now();
         let outcome = match producer.as_ref() {
-            Some(p) => round(&svc, p, &mut leader, &mut topic_ready).await,
+            Some(p) => round(&svc, p, &mut session, &mut topic_ready).await,
             None => match kafka::producer(&svc.settings) {
-                Ok(p) => round(&svc, producer.insert(p), &mut leader, &mut topic_ready).await,
+                Ok(p) => round(&svc, producer.insert(p), &mut session, &mut topic_ready).await,
                 Err(e) => Err(e),
             },
         };
@@ -161,9 +171,8 @@ pub async fn run(svc: Services, shutdown: impl Future<Output = ()>) {
                 backoff(failures)
             }
         };
-        svc.metrics
-            .outbox_relay_leader
-            .set(i64::from(leader.is_some()));
+        let leading = session.as_ref().is_some_and(|s: &Session| s.leading);
+        svc.metrics.outbox_relay_leader.set(i64::from(leading));
         let rung = tokio::select! {
             () = &mut shutdown => return,
             () = tokio::time::sleep(pause) => false,
@@ -185,28 +194,36 @@ fn backoff(failures: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
-/// One round: become the relay if nobody is, then publish a batch. The relay keeps
-/// its own connection (not a pooled one: the lock lives as long as the session, and a
-/// connection dropped on error must take the lock with it).
+/// One round: become the relay if nobody is, then publish a batch. Any error drops
+/// the session (and the lock with it): the next round starts over.
 async fn round(
     svc: &Services,
     producer: &FutureProducer,
-    leader: &mut Option<DbConn>,
+    session: &mut Option<Session>,
     topic_ready: &mut bool,
 ) -> anyhow::Result<Round> {
-    let mut conn = if let Some(conn) = leader.take() {
-        conn
-    } else if let Some(conn) = take_lead(svc).await? {
-        conn
-    } else {
-        return Ok(Round::Standby);
+    let mut current = match session.take() {
+        Some(current) => current,
+        None => Session {
+            conn: crate::db::connect(&svc.settings).await?,
+            leading: false,
+        },
     };
+    if !current.leading {
+        if !try_lock(&mut current.conn).await? {
+            *session = Some(current);
+            return Ok(Round::Standby);
+        }
+        tracing::info!("this instance now relays the outbox");
+        current.leading = true;
+    }
+    let conn = &mut current.conn;
     if !*topic_ready {
         kafka::ensure_topic(&svc.settings).await?;
         *topic_ready = true;
     }
     // A MySQL error drops the connection, and the lock with it: start over.
-    let batch = outbox::unsent(&mut conn, svc.settings.outbox_batch_size.max(1)).await?;
+    let batch = outbox::unsent(conn, svc.settings.outbox_batch_size.max(1)).await?;
     let published = publish(svc, producer, &batch).await;
     let ids: Vec<u64> = batch
         .iter()
@@ -214,27 +231,22 @@ async fn round(
         .map(|e| e.id)
         .collect();
     if !ids.is_empty() {
-        outbox::mark_published(&mut conn, &ids, published.at).await?;
+        outbox::mark_published(conn, &ids, published.at).await?;
     }
-    *leader = Some(conn);
+    *session = Some(current);
     match published.failure {
         Some(e) => Err(e),
         None => Ok(Round::Published(ids.len())),
     }
 }
 
-/// A connection holding the relay lock, or `None` if another instance has it.
-async fn take_lead(svc: &Services) -> anyhow::Result<Option<DbConn>> {
-    let mut conn = crate::db::connect(&svc.settings).await?;
+/// Takes the relay lock on `conn` if no other session holds it; does not wait.
+async fn try_lock(conn: &mut DbConn) -> anyhow::Result<bool> {
     let locked: Locked = diesel::sql_query("SELECT GET_LOCK(?, 0) AS got")
         .bind::<Text, _>(LEADER_LOCK)
-        .get_result(&mut conn)
+        .get_result(conn)
         .await?;
-    if locked.got != Some(1) {
-        return Ok(None);
-    }
-    tracing::info!("this instance now relays the outbox");
-    Ok(Some(conn))
+    Ok(locked.got == Some(1))
 }
 
 struct Published {

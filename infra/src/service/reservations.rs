@@ -13,7 +13,7 @@ use domain::{
 
 use super::{Abort, Services, catalog, retry_deadlocks};
 use crate::db::reservations::NewHold;
-use crate::db::{outbox, reservations};
+use crate::db::{self, outbox, reservations};
 use crate::metrics::Outcome;
 use crate::redis::cache::Entry;
 use crate::redis::lock;
@@ -156,7 +156,8 @@ pub async fn get(
 ) -> Result<Reservation, ReleaseError> {
     let mut conn = svc.db().await?;
     let mut r = reservations::find(&mut conn, id)
-        .await?
+        .await
+        .map_err(db::classify)?
         .filter(|r| r.user_id == grant.user_id)
         .ok_or(ReleaseError::NotFound)?;
     r.status = r.status_at(now);

@@ -12,8 +12,8 @@ use rdkafka::Message as _;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 
 use super::Services;
-use crate::db::catalog;
 use crate::db::sales::{self, ConcertSales, SalesDelta};
+use crate::db::{self, catalog};
 use crate::kafka;
 
 /// What an event adds to its concert's sales, if it concerns a concert.
@@ -65,7 +65,8 @@ pub async fn apply(
             }
             Ok(true)
         })
-        .await?;
+        .await
+        .map_err(db::classify)?;
     Ok(applied)
 }
 
@@ -75,13 +76,13 @@ pub async fn report(svc: &Services, concert: ConcertId) -> Result<ConcertSales, 
     let mut conn = svc.db().await?;
     if let Some(sales) = sales::of_concert(&mut conn, concert)
         .await
-        .map_err(anyhow::Error::from)?
+        .map_err(db::failure)?
     {
         return Ok(sales);
     }
     let row = catalog::concert(&mut conn, concert)
         .await
-        .map_err(anyhow::Error::from)?
+        .map_err(db::failure)?
         .ok_or(LookupError::ConcertNotFound)?;
     Ok(ConcertSales {
         concert_id: concert.0,

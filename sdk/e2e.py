@@ -1,22 +1,29 @@
 #!/usr/bin/env python3
 """End-to-end contract check of the generated Python client against a running app.
 
-    sdk/out/venv/bin/python sdk/e2e.py --app http://127.0.0.1:8080 --admin-key KEY
+    sdk/out/venv/bin/python sdk/e2e.py --app http://127.0.0.1:8080 --admin-key KEY [--issuer-dir DIR]
 
 Uses only the generated client (boxoffice_client): every request, response and
 problem body goes through the generated models, so a spec that disagrees with the
 server fails here. Prints PASS/FAIL per step and exits non-zero on any failure.
 Each run creates its own concert and users, so it can be repeated against one app.
+
+With --issuer-dir (an app in BOXOFFICE_IDENTITY_MODE=jwt that trusts the keys
+`tools/issuer keygen DIR` made), the users join with id tokens minted by
+tools/issuer, and refused identities are checked to be typed 401/403 problems;
+without it they join with a plain userId (an app in development mode).
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 import traceback
 import uuid
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 from boxoffice_client import (
@@ -45,6 +52,7 @@ from boxoffice_client import (
 from boxoffice_client.exceptions import (
     ApiException,
     ConflictException,
+    ForbiddenException,
     UnauthorizedException,
     UnprocessableEntityException,
 )
@@ -55,6 +63,16 @@ SEATS = 5
 PRICE = 10_000
 TOP_UP = 50_000
 SEAT = 3
+ISSUER = Path(__file__).resolve().parent.parent / "tools" / "issuer"
+
+
+def mint(issuer_dir: str, sub: str, *extra: str) -> str:
+    """A signed id token for `sub` from the test issuer (tools/issuer)."""
+    out = subprocess.run(
+        [str(ISSUER), "mint", issuer_dir, "--sub", sub, *extra],
+        check=True, capture_output=True, text=True, timeout=30,
+    )
+    return out.stdout.strip()
 
 
 class Failed(Exception):
@@ -93,10 +111,11 @@ def client(app: str, *, token: str | None = None, admin_key: str | None = None) 
 
 
 class Run:
-    def __init__(self, app: str, admin_key: str, verbose: bool) -> None:
+    def __init__(self, app: str, admin_key: str, verbose: bool, issuer_dir: str | None = None) -> None:
         self.app = app.rstrip("/")
         self.verbose = verbose
         self.admin_key = admin_key
+        self.issuer_dir = issuer_dir
         self.run_id = uuid.uuid4().hex[:8]
         self.failures = 0
         self.skipping = False
@@ -167,25 +186,51 @@ class Run:
         )
         return "wrong X-Api-Key -> 401 INVALID_API_KEY"
 
+    def join_request(self, user_id: str) -> JoinRequest:
+        """Proof of who joins: a signed id token (jwt mode), or the plain userId."""
+        if self.issuer_dir:
+            return JoinRequest(concert_id=self.concert_id, id_token=mint(self.issuer_dir, user_id))
+        return JoinRequest(concert_id=self.concert_id, user_id=user_id)
+
     def join(self) -> str:
         anon = QueueApi(client(self.app))
         self.tickets = {}
         for who in ("ann", "bob"):
             user_id = f"sdk-{self.run_id}-{who}"
-            t = anon.join_queue(
-                JoinRequest(concert_id=self.concert_id, user_id=user_id), _request_timeout=TIMEOUT
-            )
+            t = anon.join_queue(self.join_request(user_id), _request_timeout=TIMEOUT)
             expect(t.user_id == user_id and t.concert_id == self.concert_id, f"ticket: {t}")
             expect(bool(t.token), "empty token")
             self.tickets[who] = t
-        again = anon.join_queue(
-            JoinRequest(concert_id=self.concert_id, user_id=f"sdk-{self.run_id}-ann"),
-            _request_timeout=TIMEOUT,
-        )
+        again = anon.join_queue(self.join_request(f"sdk-{self.run_id}-ann"), _request_timeout=TIMEOUT)
         expect(again.token == self.tickets["ann"].token, "joining again gave another token")
         self.ann = client(self.app, token=self.tickets["ann"].token)
         self.bob = client(self.app, token=self.tickets["bob"].token)
         return ", ".join(f"{w} {t.state.value}" for w, t in self.tickets.items())
+
+    def identity_refused(self) -> str:
+        """Joins without proof, with a forged, an expired or someone else's identity."""
+        anon = QueueApi(client(self.app))
+        ann = f"sdk-{self.run_id}-ann"
+        token = mint(self.issuer_dir, ann)
+        head, claims, _ = token.split(".")
+        forged = f"{head}.{claims}.{'A' * 86}"
+        expired = mint(self.issuer_dir, ann, "--ttl", "-3600")
+        cases = [
+            (JoinRequest(concert_id=self.concert_id, user_id=ann), UnauthorizedException, 401, "MISSING_IDENTITY"),
+            (JoinRequest(concert_id=self.concert_id, id_token=forged), UnauthorizedException, 401, "INVALID_IDENTITY"),
+            (JoinRequest(concert_id=self.concert_id, id_token=expired), UnauthorizedException, 401, "IDENTITY_EXPIRED"),
+            (
+                JoinRequest(concert_id=self.concert_id, id_token=token, user_id=f"sdk-{self.run_id}-bob"),
+                ForbiddenException, 403, "IDENTITY_MISMATCH",
+            ),
+        ]
+        seen = []
+        for request, exc, status, code in cases:
+            p = expect_problem(
+                lambda r=request: anon.join_queue(r, _request_timeout=TIMEOUT), exc, status, ErrorCode(code)
+            )
+            seen.append(f"{status} {p.code.value}")
+        return ", ".join(seen)
 
     def wait_active(self) -> str:
         deadline = time.monotonic() + ACTIVE_WITHIN
@@ -334,15 +379,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--app", required=True, help="base URL, e.g. http://127.0.0.1:8080")
     parser.add_argument("--admin-key", required=True, help="the app's admin API key (X-Api-Key)")
+    parser.add_argument(
+        "--issuer-dir",
+        help="the test issuer's key directory (tools/issuer keygen DIR) of an app in jwt mode: "
+        "users join with id tokens minted with it",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print tracebacks of failures")
     args = parser.parse_args()
 
-    run = Run(args.app, args.admin_key, args.verbose)
+    run = Run(args.app, args.admin_key, args.verbose, args.issuer_dir)
     print(f"sdk e2e against {run.app} (run {run.run_id})")
     run.step("health: live and ready parse", run.health, critical=False)
     run.step("admin: create concert (X-Api-Key)", run.create_concert)
     run.step("admin: wrong key is 401 INVALID_API_KEY", run.admin_key_required, critical=False)
-    run.step("queue: two users join", run.join)
+    run.step("queue: two users join" + (" with signed id tokens" if run.issuer_dir else ""), run.join)
+    if run.issuer_dir:
+        run.step(
+            "identity: none, forged, expired, someone else's -> typed 401/403", run.identity_refused, critical=False
+        )
     run.step("queue: poll until ACTIVE", run.wait_active)
     run.step("browse: concerts, schedules, seat map", run.browse)
     run.step("hold: ann holds a seat", run.hold)

@@ -26,9 +26,20 @@ async function problemOf(e: unknown): Promise<Problem | undefined> {
   return undefined;
 }
 
-export async function book(userId: string, concertId: number): Promise<Payment | "SEAT_TAKEN"> {
-  const ticket: QueueTicket = await new QueueApi(new Configuration({ basePath }))
-    .joinQueue({ joinRequest: { concertId, userId } });
+/**
+ * `idToken` is the fan's id token from the operator's login service (a JWT): the
+ * server takes the fan from its `sub`. (A server in development mode takes
+ * `{ concertId, userId }` instead.)
+ */
+export async function book(idToken: string, concertId: number): Promise<Payment | "SEAT_TAKEN"> {
+  let ticket: QueueTicket;
+  try {
+    ticket = await new QueueApi(new Configuration({ basePath })).joinQueue({ joinRequest: { concertId, idToken } });
+  } catch (e) {
+    const problem = await problemOf(e);
+    if (problem?.code === ErrorCode.IdentityExpired) throw new Error("sign in again: the id token expired");
+    throw e;
+  }
 
   // Every later call carries the queue token as its bearer credential.
   const config = new Configuration({ basePath, accessToken: ticket.token });

@@ -10,11 +10,14 @@
 //   VUS            peak VUs for `spike` (1000); ENDURANCE hold time for `endurance` (30m)
 //   RATE, STEP     for `capacity`: iterations per second, and for how long (20s)
 //   RUN_ID         makes users and keys unique per run (defaults to the start time)
+//   ISSUER_JWK ... who the users are at join: see lib/identity.js (signed id tokens
+//                  for an app in jwt mode, plain userIds without)
 
 import http from 'k6/http';
 import { check, fail, sleep } from 'k6';
 import { Counter, Rate, Trend } from 'k6/metrics';
 import exec from 'k6/execution';
+import * as identity from './identity.js';
 
 const BASES = (__ENV.BASE_URLS || __ENV.BASE_URL || 'http://127.0.0.1:8080').split(',')
   .map((url) => url.trim().replace(/\/$/, ''));
@@ -234,13 +237,20 @@ export function seedConcert(title, seatCounts, price) {
 
 const TOKEN = /^[0-9]+\.[0-9a-f]{64}$/;
 
-/** Joins the waiting room; returns the ticket (token, state, position) or null. */
-export function join(concertId, user) {
-  const res = http.post(`${BASE}/v1/queue/tokens`, JSON.stringify({ concertId, userId: user }), params('join'));
-  const body = record('join', res, (r, b) =>
-    (r.status === 201 || r.status === 200) && b && TOKEN.test(b.token)
+/**
+ * Joins the waiting room as `user`: with a signed id token for that user when k6 runs
+ * against an app in jwt mode (lib/identity.js), else with the plain userId. `preMinted`
+ * (identity.pooled(i)) joins as its user with its token instead. Returns the ticket
+ * (token, state, position) or null; the ticket must belong to the user.
+ */
+export async function join(concertId, user, preMinted) {
+  const who = preMinted ? preMinted.user : user;
+  const body = Object.assign({ concertId }, await identity.credentials(who, preMinted));
+  const res = http.post(`${BASE}/v1/queue/tokens`, JSON.stringify(body), params('join'));
+  const ticket = record('join', res, (r, b) =>
+    (r.status === 201 || r.status === 200) && b && TOKEN.test(b.token) && b.userId === who
       && (b.state === 'ACTIVE' || (b.state === 'WAITING' && Number.isInteger(b.position) && b.position >= 1)));
-  return body && body.token ? body : null;
+  return ticket && ticket.token ? ticket : null;
 }
 
 /**

@@ -34,8 +34,8 @@ export function setup() {
 
 let charged = false; // per VU
 
-export function holdAndPay(data) {
-  const ticket = k6.join(data.concertId, k6.userId('pay'));
+export async function holdAndPay(data) {
+  const ticket = await k6.join(data.concertId, k6.userId('pay'));
   const token = ticket && k6.admitted(ticket);
   if (!token) return k6.think(1);
   if (!charged) {

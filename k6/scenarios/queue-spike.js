@@ -4,9 +4,14 @@
 //
 // report profile: 10 s -> 20 VUs, 20 s -> 100 VUs, 30 s at 100, 10 s -> 0. Each
 // iteration joins with a user never seen before, checks the answer carries a token and
-// a place in line, and thinks for 1 s. Nobody leaves, so the line only grows.
+// a place in line, and thinks for 1 s. Nobody leaves, so the line only grows. Against an
+// app in jwt mode each join carries a fresh user's signed id token: pre-minted ones
+// from ID_TOKEN_POOL while they last (k6/run mints them for the capacity and spike
+// profiles), else minted by the VU (lib/identity.js).
 
+import exec from 'k6/execution';
 import * as k6 from '../lib/common.js';
+import * as identity from '../lib/identity.js';
 
 const STAGES = [
   { duration: '10s', target: 20 },
@@ -21,8 +26,8 @@ export function setup() {
   return k6.seedConcert('Queue Spike', [50], 1000);
 }
 
-export function joinFresh(data) {
-  k6.join(data.concertId, k6.userId('spike', true));
+export async function joinFresh(data) {
+  await k6.join(data.concertId, k6.userId('spike', true), identity.pooled(exec.scenario.iterationInTest));
   k6.think(1);
 }
 

@@ -26,9 +26,9 @@ export function setup() {
 
 let token = null; // per VU
 
-export function fightForSeats(data) {
+export async function fightForSeats(data) {
   if (!token) {
-    const ticket = k6.join(data.concertId, k6.userId('stress'));
+    const ticket = await k6.join(data.concertId, k6.userId('stress'));
     token = ticket && k6.admitted(ticket);
     if (!token) return k6.think(1);
   }

@@ -69,7 +69,7 @@ function untilAdmitted(token) {
 
 export async function waitOnSocket(data) {
   sleep(Math.random() * SPREAD);
-  const ticket = k6.join(data.concertId, k6.userId('ws'));
+  const ticket = await k6.join(data.concertId, k6.userId('ws'));
   if (!ticket) return;
   const joined = Date.now();
   const outcome = await untilAdmitted(ticket.token);

@@ -1,7 +1,8 @@
 //! The `/waiting-room` page in a real headless Chromium, driven over the Chrome
-//! DevTools Protocol: it shows a place in line, then "your turn" once admitted.
-//! Screenshots of both are kept in `target/test-artifacts/` (or
-//! `$BOXOFFICE_TEST_ARTIFACTS`).
+//! DevTools Protocol: it joins with the fan's id token from the URL fragment, shows a
+//! place in line, then "your turn" once admitted; it joins again by itself when the
+//! server has lost its token; `?userId=` still joins in development mode.
+//! Screenshots are kept in `target/test-artifacts/` (or `$BOXOFFICE_TEST_ARTIFACTS`).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -13,6 +14,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::TestApp;
+use crate::issuer;
 
 struct Browser {
     child: Child,
@@ -106,6 +108,14 @@ impl Page {
         }
     }
 
+    /// The value of a JavaScript expression in the page.
+    async fn eval(&mut self, expression: &str) -> Value {
+        let result = self
+            .call("Runtime.evaluate", json!({"expression": expression}))
+            .await;
+        result["result"]["value"].clone()
+    }
+
     async fn text_of(&mut self, id: &str) -> String {
         let expression = format!("(document.getElementById('{id}') || {{}}).textContent || ''");
         let result = self
@@ -155,24 +165,70 @@ impl Page {
     }
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Every key of this app in Redis, gone: what a Redis restarted without
+/// persistence looks like to it.
+async fn wipe_redis(app: &TestApp) {
+    let pattern = format!("{}:*", app.svc.keys.prefix());
+    let mut redis = infra::redis::conn(&app.svc.redis).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(&pattern)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        redis::cmd("DEL")
+            .arg(&keys)
+            .query_async::<()>(&mut redis)
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_the_place_in_line_then_your_turn() {
     let app = TestApp::spawn_with(|s| s.queue_admission = false).await;
     let (concert, _) = app.create_concert(&[1], 100).await;
     app.waiting_token(concert, "someone-ahead").await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let _browser = launch(port);
+
+    // A link without proof of who the fan is gets no place (the app verifies tokens).
     let url = app.url(&format!(
         "/waiting-room?concertId={concert}&userId=page-user"
     ));
     let mut page = Page::open(port, &url).await;
+    page.wait_for_text("status", "Please sign in first").await;
 
+    // The login service sends the fan here with their id token in the fragment.
+    let id_token = issuer::default_key().0.token_for("page-user");
+    let url = app.url(&format!(
+        "/waiting-room?concertId={concert}#idToken={id_token}"
+    ));
+    page.call("Page.navigate", json!({ "url": url })).await;
     let waiting = page.wait_for_text("status", "number 2 in line").await;
     assert_eq!(waiting, "You are number 2 in line");
+    assert_eq!(
+        page.eval("location.href").await.as_str(),
+        Some(
+            app.url(&format!("/waiting-room?concertId={concert}"))
+                .as_str()
+        ),
+        "the id token is taken out of the address bar"
+    );
+    let token = page.eval("sessionStorage.getItem('boxoffice.token')").await;
+    assert_eq!(
+        app.standing(token.as_str().unwrap()).await["position"],
+        2,
+        "the page follows the token it was given"
+    );
     let shot = page.screenshot("waiting-room-waiting.png").await;
     assert!(
         std::fs::metadata(&shot).unwrap().len() > 1_000,
@@ -192,4 +248,70 @@ async fn the_page_shows_the_place_in_line_then_your_turn() {
         "the join form is hidden when the link carries the user"
     );
     page.screenshot("waiting-room-admitted.png").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_joins_again_by_itself_when_its_token_is_lost() {
+    let app = TestApp::spawn_with(|s| {
+        s.queue_admission = false;
+        // The hub counts the tokens Redis still knows every grace / 4: 500 ms.
+        s.queue_grace_seconds = 2;
+    })
+    .await;
+    let (concert, _) = app.create_concert(&[1], 100).await;
+    app.waiting_token(concert, "someone-ahead").await;
+    let port = free_port();
+    let _browser = launch(port);
+    let id_token = issuer::default_key().0.token_for("page-user");
+    let url = app.url(&format!(
+        "/waiting-room?concertId={concert}#idToken={id_token}"
+    ));
+    let mut page = Page::open(port, &url).await;
+    page.wait_for_text("status", "number 2 in line").await;
+    let lost = page.eval("sessionStorage.getItem('boxoffice.token')").await;
+
+    // Redis comes back empty: every token is gone. The server closes the page's socket
+    // with 4401 (unknown token) and the page joins again by itself, with the id token
+    // it kept (the address bar no longer has it), and follows the new token.
+    wipe_redis(&app).await;
+    page.wait_for_text("status", "number 1 in line").await;
+    let rejoined = page.eval("sessionStorage.getItem('boxoffice.token')").await;
+    assert_ne!(rejoined, lost, "a new token");
+    let standing = app.standing(rejoined.as_str().unwrap()).await;
+    assert_eq!(
+        standing["state"], "WAITING",
+        "the page follows the new token: {standing}"
+    );
+
+    // The same when the state was lost while the page was closed: back in the tab, its
+    // token is refused at once, and it joins again.
+    wipe_redis(&app).await;
+    page.call("Page.reload", json!({})).await;
+    page.wait_for_text("status", "number 1 in line").await;
+    let again = page.eval("sessionStorage.getItem('boxoffice.token')").await;
+    assert_ne!(again, rejoined, "another new token");
+    assert_eq!(app.standing(again.as_str().unwrap()).await["position"], 1);
+
+    infra::service::queue::tick_all(&app.svc).await.unwrap();
+    page.wait_for_text("status", "your turn").await;
+    page.screenshot("waiting-room-rejoined.png").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_development_mode_the_page_joins_with_a_user_id() {
+    let app = TestApp::spawn_with(|s| {
+        s.queue_admission = false;
+        s.identity_mode = Some(infra::config::IdentityMode::Development);
+    })
+    .await;
+    let (concert, _) = app.create_concert(&[1], 100).await;
+    let port = free_port();
+    let _browser = launch(port);
+    let url = app.url(&format!(
+        "/waiting-room?concertId={concert}&userId=dev-user"
+    ));
+    let mut page = Page::open(port, &url).await;
+    page.wait_for_text("status", "number 1 in line").await;
+    let token = page.eval("sessionStorage.getItem('boxoffice.token')").await;
+    assert_eq!(app.standing(token.as_str().unwrap()).await["position"], 1);
 }

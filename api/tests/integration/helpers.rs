@@ -357,3 +357,15 @@ pub async fn assert_problem(res: Response, status: StatusCode, code: &str) -> Va
     }
     body
 }
+
+/// Polls `check` until it holds, failing the test after `within`.
+pub async fn until(what: &str, within: std::time::Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

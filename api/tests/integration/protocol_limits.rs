@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::broker::free_port;
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, until};
 
 const GET_LIVE: &[u8] = b"GET /health/live HTTP/1.1\r\nHost: boxoffice\r\n\r\n";
 
@@ -71,17 +71,6 @@ fn open_connections(app: &TestApp) -> i64 {
         .http_connections_open
         .with_label_values(&["api"])
         .get()
-}
-
-async fn until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// How a slowloris client sends its head.

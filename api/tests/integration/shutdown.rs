@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::broker::{Broker, free_port};
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, until};
 use crate::processes::process;
 
 type Socket =
@@ -29,17 +29,6 @@ async fn close_code(socket: &mut Socket, within: Duration) -> Option<u16> {
         if let Ok(Message::Close(frame)) = frame {
             return frame.map(|f| f.code.into());
         }
-    }
-}
-
-async fn until(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -1,6 +1,7 @@
 //! `boxoffice` subcommands run as processes of their own, for tests that kill or
 //! stop one (a crash, a SIGTERM) or run several instances.
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -50,10 +51,20 @@ pub fn process_with(
         .envs(identity_env(s))
         .envs(env.iter().copied())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log_file(command, port))
         .spawn()
         .map(Running)
         .expect("the boxoffice binary runs")
+}
+
+/// Where a process's log goes: nowhere, or a file in `$TEST_PROCESS_LOGS`
+/// (`<command>-<port>.log`) when a failing test needs reading.
+fn log_file(command: &str, port: u16) -> Stdio {
+    std::env::var_os("TEST_PROCESS_LOGS")
+        .and_then(|dir| {
+            std::fs::File::create(PathBuf::from(dir).join(format!("{command}-{port}.log"))).ok()
+        })
+        .map_or_else(Stdio::null, Stdio::from)
 }
 
 /// The `BOXOFFICE_IDENTITY_*` variables of `settings`, so a process trusts the

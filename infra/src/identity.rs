@@ -143,8 +143,8 @@ struct Inner {
 
 #[derive(Default)]
 struct KeyRing {
-    from_url: Vec<Key>,
-    from_file: Vec<Key>,
+    from_url: Vec<Arc<Key>>,
+    from_file: Vec<Arc<Key>>,
     /// When the keys were last refreshed (successfully or not).
     refreshed: Option<Instant>,
     /// When a token with an unknown key id last caused a refresh.
@@ -152,13 +152,13 @@ struct KeyRing {
 }
 
 impl KeyRing {
-    fn keys(&self) -> impl Iterator<Item = &Key> {
+    fn keys(&self) -> impl Iterator<Item = &Arc<Key>> {
         self.from_url.iter().chain(&self.from_file)
     }
 
     /// The key that may have signed a token with this header: the one with its key
     /// id, or (for a token without `kid`) the only key of its algorithm.
-    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<Key> {
+    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<Key>> {
         let mut fitting = self.keys().filter(|k| k.alg == alg);
         if let Some(kid) = kid {
             return fitting.find(|k| k.kid.as_deref() == Some(kid)).cloned();
@@ -176,7 +176,7 @@ enum Refresh {
     UnknownKeyId,
 }
 
-#[derive(Clone)]
+/// One usable signing key; shared (`Arc`), so a verification copies no key material.
 struct Key {
     kid: Option<String>,
     alg: Algorithm,
@@ -286,7 +286,7 @@ impl Verifier {
 
     /// The key for a token's header, refreshing the keys when they are stale or do
     /// not know the key id.
-    async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<Key, IdentityError> {
+    async fn key(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<Key>, IdentityError> {
         let (found, stale) = {
             let ring =
                 self.inner.keys.read().map_err(|_| {
@@ -382,7 +382,7 @@ impl Verifier {
         }
     }
 
-    async fn fetch(&self, url: &str) -> anyhow::Result<Vec<Key>> {
+    async fn fetch(&self, url: &str) -> anyhow::Result<Vec<Arc<Key>>> {
         let response = self
             .inner
             .http
@@ -408,7 +408,7 @@ impl Verifier {
     }
 }
 
-async fn read_file(path: &PathBuf) -> anyhow::Result<Vec<Key>> {
+async fn read_file(path: &PathBuf) -> anyhow::Result<Vec<Arc<Key>>> {
     let body = tokio::fs::read(path)
         .await
         .with_context(|| format!("reading {}", path.display()))?;
@@ -417,17 +417,18 @@ async fn read_file(path: &PathBuf) -> anyhow::Result<Vec<Key>> {
 
 /// The signing keys of a JWKS document. Keys boxoffice cannot use (encryption keys,
 /// symmetric keys, other curves) are skipped, not fatal: issuers publish those too.
-fn parse_jwks(body: &[u8]) -> anyhow::Result<Vec<Key>> {
+fn parse_jwks(body: &[u8]) -> anyhow::Result<Vec<Arc<Key>>> {
     #[derive(Deserialize)]
     struct Document {
         keys: Vec<serde_json::Value>,
     }
     let document: Document = serde_json::from_slice(body).context("not a JWKS document")?;
-    let keys: Vec<Key> = document
+    let keys: Vec<Arc<Key>> = document
         .keys
         .into_iter()
         .filter_map(|value| serde_json::from_value::<Jwk>(value).ok())
         .filter_map(|jwk| signing_key(&jwk))
+        .map(Arc::new)
         .collect();
     anyhow::ensure!(
         !keys.is_empty(),
@@ -490,10 +491,12 @@ mod tests {
 
     #[test]
     fn a_token_without_kid_needs_exactly_one_key_of_its_algorithm() {
-        let key = |kid: &str| Key {
-            kid: Some(kid.into()),
-            alg: Algorithm::ES256,
-            decoding: DecodingKey::from_ec_der(&[]),
+        let key = |kid: &str| {
+            Arc::new(Key {
+                kid: Some(kid.into()),
+                alg: Algorithm::ES256,
+                decoding: DecodingKey::from_ec_der(&[]),
+            })
         };
         let mut ring = KeyRing {
             from_url: vec![key("a")],

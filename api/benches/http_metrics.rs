@@ -54,8 +54,11 @@ fn cached_seat_map(c: &mut Criterion) {
                 prices: vec![domain::Points(1_000); 50],
             }],
         };
+        let sale =
+            domain::SaleSettings::new(domain::sale::SaleChanges::default(), chrono::Utc::now())
+                .unwrap();
         let (_, schedules) =
-            infra::service::admin::create_concert(&svc, &concert, chrono::Utc::now())
+            infra::service::admin::create_concert(&svc, &concert, &sale, chrono::Utc::now())
                 .await
                 .unwrap();
         (svc, format!("/v1/schedules/{}/seats", schedules[0]))

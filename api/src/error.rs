@@ -58,6 +58,8 @@ pub enum ErrorCode {
     InvalidIdempotencyKey,
     /// A concert to create breaks a limit (see `detail`).
     InvalidConcert,
+    /// Sale settings out of range, or an opening not in the future (see `detail`).
+    InvalidSaleSettings,
     /// `POST /v1/queue/tokens` without `idToken` (or, in development mode, `userId`).
     MissingIdentity,
     /// The identity token is not one the login service signed for boxoffice: bad
@@ -96,12 +98,24 @@ pub enum ErrorCode {
     HoldExpired,
     /// The reservation was released by its owner.
     ReservationReleased,
+    /// The fan already holds or bought the most seats of this concert one fan may
+    /// (the sale's `maxSeatsPerFan`).
+    SeatLimit,
+    /// The concert's line is closed: nobody may join any more.
+    SaleClosed,
+    /// Every seat of the concert is sold: nobody may join any more.
+    SoldOut,
+    /// The sale's state does not allow this change (resume an open sale, pause a
+    /// closed one, move the opening of a sale that has opened).
+    SaleStateConflict,
     /// The wallet holds fewer points than the price.
     InsufficientPoints,
     /// The balance would pass 1000000000 points.
     BalanceLimit,
     /// This `Idempotency-Key` was already used for a different request.
     IdempotencyKeyReused,
+    /// Too many joins from this client address: wait `Retry-After` seconds.
+    RateLimited,
     /// A dependency needed to do this safely is down; retry shortly.
     ServiceUnavailable,
     /// Something failed on our side; it has been logged.
@@ -128,6 +142,10 @@ impl ErrorCode {
             | C::NotFound => StatusCode::NOT_FOUND,
             C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             C::SeatTaken
+            | C::SeatLimit
+            | C::SaleClosed
+            | C::SoldOut
+            | C::SaleStateConflict
             | C::AlreadyPaid
             | C::HoldExpired
             | C::ReservationReleased
@@ -139,8 +157,10 @@ impl ErrorCode {
             | C::InvalidUserId
             | C::InvalidIdempotencyKey
             | C::InvalidConcert
+            | C::InvalidSaleSettings
             | C::InsufficientPoints
             | C::BalanceLimit => StatusCode::UNPROCESSABLE_ENTITY,
+            C::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             C::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             C::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -190,6 +210,15 @@ pub enum ApiError {
     /// Well-formed but invalid values, or a rule like `INSUFFICIENT_POINTS`.
     #[oai(status = 422, content_type = "application/problem+json")]
     Unprocessable(Json<Problem>),
+    /// Too many joins from this client (`RATE_LIMITED`): try again after
+    /// `Retry-After` seconds.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    RateLimited(
+        Json<Problem>,
+        /// Whole seconds to wait before trying again (at least 1).
+        #[oai(header = "Retry-After")]
+        u64,
+    ),
     /// Something failed on our side.
     #[oai(status = 500, content_type = "application/problem+json")]
     Internal(Json<Problem>),
@@ -225,9 +254,26 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge(problem),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType(problem),
             StatusCode::UNPROCESSABLE_ENTITY => Self::Unprocessable(problem),
+            StatusCode::TOO_MANY_REQUESTS => Self::RateLimited(problem, 1),
             StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable(problem),
             _ => Self::Internal(problem),
         }
+    }
+
+    /// `429 RATE_LIMITED`, to try again after `retry_after` (whole seconds, at least 1).
+    pub fn rate_limited(retry_after: std::time::Duration) -> Self {
+        let seconds = retry_after
+            .as_secs()
+            .saturating_add(u64::from(retry_after.subsec_nanos() > 0))
+            .max(1);
+        let mut error = Self::new(
+            ErrorCode::RateLimited,
+            format!("too many joins from this client; try again in {seconds} s"),
+        );
+        if let Self::RateLimited(_, retry) = &mut error {
+            *retry = seconds;
+        }
+        error
     }
 
     pub fn into_problem(self) -> Problem {
@@ -241,6 +287,7 @@ impl ApiError {
             | Self::PayloadTooLarge(p)
             | Self::UnsupportedMediaType(p)
             | Self::Unprocessable(p)
+            | Self::RateLimited(p, _)
             | Self::Internal(p)
             | Self::Unavailable(p) => p.0,
         }
@@ -286,6 +333,7 @@ impl From<ValidationError> for ApiError {
             ValidationError::HoldDuration | ValidationError::Concert(_) => {
                 ErrorCode::InvalidConcert
             }
+            ValidationError::Sale(_) => ErrorCode::InvalidSaleSettings,
         };
         Self::new(code, e.to_string())
     }
@@ -333,6 +381,8 @@ impl From<JoinError> for ApiError {
         match e {
             JoinError::Identity(denied) => denied.into(),
             JoinError::ConcertNotFound => Self::new(ErrorCode::ConcertNotFound, e.to_string()),
+            JoinError::SaleClosed => Self::new(ErrorCode::SaleClosed, e.to_string()),
+            JoinError::SoldOut => Self::new(ErrorCode::SoldOut, e.to_string()),
             JoinError::Unavailable(cause) => Self::unavailable(&cause),
             JoinError::Internal(cause) => Self::internal(&cause),
         }
@@ -355,6 +405,7 @@ impl From<HoldError> for ApiError {
             HoldError::ScheduleNotFound => Self::new(ErrorCode::ScheduleNotFound, e.to_string()),
             HoldError::SeatNotFound => Self::new(ErrorCode::SeatNotFound, e.to_string()),
             HoldError::SeatTaken => Self::new(ErrorCode::SeatTaken, e.to_string()),
+            HoldError::SeatLimit(_) => Self::new(ErrorCode::SeatLimit, e.to_string()),
             HoldError::Access(denied) => denied.into(),
             HoldError::Unavailable(cause) => Self::unavailable(&cause),
             HoldError::Internal(cause) => Self::internal(&cause),
@@ -409,6 +460,10 @@ impl From<AdminError> for ApiError {
     fn from(e: AdminError) -> Self {
         match e {
             AdminError::Invalid(invalid) => invalid.into(),
+            AdminError::ConcertNotFound => Self::new(ErrorCode::ConcertNotFound, e.to_string()),
+            AdminError::SaleConflict(_) | AdminError::AlreadyOpened(_) => {
+                Self::new(ErrorCode::SaleStateConflict, e.to_string())
+            }
             AdminError::Internal(cause) => Self::internal(&cause),
         }
     }

@@ -2,6 +2,7 @@
 //! mapping, and the server that runs them beside the background workers.
 
 pub mod auth;
+pub mod client_limit;
 pub mod error;
 pub mod http_server;
 pub mod observe;
@@ -27,7 +28,7 @@ use poem_openapi::{ContactObject, LicenseObject, OpenApiService};
 use route_table::RouteTable;
 use routes::{
     admin::AdminApi, concerts::ConcertsApi, health::HealthApi, payments::PaymentsApi,
-    points::PointsApi, queue::QueueApi, reservations::ReservationsApi,
+    points::PointsApi, queue::QueueApi, reservations::ReservationsApi, sale::SaleApi,
 };
 use waiting_room::Hub;
 
@@ -38,6 +39,7 @@ type Apis = (
     PointsApi,
     PaymentsApi,
     AdminApi,
+    SaleApi,
     HealthApi,
 );
 
@@ -78,6 +80,7 @@ pub fn api_service(svc: &Services) -> OpenApiService<Apis, ()> {
         PointsApi { svc: svc.clone() },
         PaymentsApi { svc: svc.clone() },
         AdminApi { svc: svc.clone() },
+        SaleApi { svc: svc.clone() },
         HealthApi { svc: svc.clone() },
     );
     OpenApiService::new(apis, "boxoffice", env!("CARGO_PKG_VERSION"))
@@ -124,6 +127,8 @@ fn route(svc: Services, hub: Arc<Hub>) -> (impl Endpoint, Arc<RouteTable>) {
         .at("/v1/queue/ws", get(waiting_room::queue_socket))
         .at("/waiting-room", get(waiting_room_page))
         .around(move |next, req| edge(next, req, Arc::clone(&edge_table)))
+        // Outermost: a join over its client's limit is refused before anything else.
+        .with(client_limit::JoinLimit::new(&svc.settings, &svc.metrics))
         .data(svc)
         .data(hub);
     (endpoint, table)
@@ -236,6 +241,7 @@ impl Server {
     /// Migrates (unless disabled), builds the services and binds the listeners
     /// (`listen`, and `metrics_listen` if set).
     pub async fn bind(settings: Settings) -> anyhow::Result<Self> {
+        client_limit::validate(&settings)?;
         if settings.migrate_on_start {
             infra::db::migrate(&settings)
                 .await

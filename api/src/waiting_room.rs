@@ -16,9 +16,13 @@
 //! wait; after [`OUTAGE_GRACE`] they are closed with 1013 (reconnect later).
 //!
 //! Messages (JSON text frames, server to client):
+//! - `{"type":"prequeue","opensAt":"2026-11-29T20:00:00Z"}` in the pre-queue of a
+//!   sale not yet open; at the opening every pre-queued socket gets its position
 //! - `{"type":"position","position":12,"peopleAhead":11,"etaSeconds":6}`
 //! - `{"type":"admitted","activeUntil":"2026-11-24T21:58:57Z"}`
 //! - `{"type":"expired"}`
+//! - `{"type":"closed"}`: the operator closed the line; `{"type":"soldOut"}`: every
+//!   seat is sold. Either ends the wait (close 4410); joining again is refused.
 //!
 //! Close codes: 4401 unknown token (never issued, or forgotten by a Redis that
 //! lost its data: join again), 4410 token expired or ended, 1008 the client sent
@@ -33,11 +37,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
+use domain::SaleState;
 use domain::token::Grant;
 use domain::{ConcertId, TokenError, TokenState};
 use futures::{SinkExt as _, StreamExt as _};
 use infra::Services;
-use infra::redis::queue::{self, QueueEvent, Standing};
+use infra::redis::queue::{self, LineEnd, QueueEvent, Standing};
+use infra::service::sale::{FanView, Sale};
 use poem::web::websocket::{CloseCode, Message, WebSocket, WebSocketStream};
 use poem::web::{Data, Query};
 use poem::{IntoResponse, handler};
@@ -84,6 +90,12 @@ pub enum ServerMessage {
         active_until: Option<DateTime<Utc>>,
     },
     Expired,
+    #[serde(rename_all = "camelCase")]
+    Prequeue {
+        opens_at: Option<DateTime<Utc>>,
+    },
+    Closed,
+    SoldOut,
 }
 
 /// What the hub hands a socket.
@@ -99,6 +111,8 @@ enum Push {
     Unknown,
     /// Redis has been out of reach for [`OUTAGE_GRACE`]: 1013, reconnect later.
     Unavailable,
+    /// The sale ended (closed, sold out) and the line with it.
+    LineEnded(LineEnd),
 }
 
 #[derive(Debug)]
@@ -158,12 +172,13 @@ impl Hub {
             .map_or(0, |rooms| rooms.values().map(|r| r.waiters.len()).sum())
     }
 
-    /// Registers a socket; `position` is `None` for one already admitted.
+    /// Registers a socket, with the place it is about to be told (if waiting).
     fn join(
         &self,
         concert: ConcertId,
         secret: &str,
         position: Option<u64>,
+        admitted: bool,
     ) -> (u64, mpsc::Receiver<Push>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(4);
@@ -172,7 +187,7 @@ impl Hub {
                 secret: secret.to_owned(),
                 tx,
                 position,
-                admitted: position.is_none(),
+                admitted,
             };
             rooms.entry(concert).or_default().waiters.insert(id, waiter);
         }
@@ -192,11 +207,22 @@ impl Hub {
 
     /// What another instance (or this one) announced.
     fn handle(self: &Arc<Self>, event: &QueueEvent) {
+        if event.line_ended == Some(LineEnd::SoldOut) {
+            infra::service::sale::sold_out_heard(&self.svc, event.concert);
+        }
         let active_until = event.active_until.and_then(DateTime::from_timestamp_millis);
         if let Ok(mut rooms) = self.rooms.lock()
             && let Some(room) = rooms.get_mut(&event.concert)
         {
             room.waiters.retain(|_, w| {
+                // Closing sends the line home; selling out everyone (nothing is
+                // left for an admitted fan either).
+                if let Some(end) = event.line_ended
+                    && (!w.admitted || end == LineEnd::SoldOut)
+                {
+                    deliver(&w.tx, Push::LineEnded(end));
+                    return false;
+                }
                 if event.ended.contains(&w.secret) {
                     deliver(&w.tx, Push::Ended);
                     return false;
@@ -276,7 +302,9 @@ impl Hub {
         if ids.is_empty() {
             return;
         }
-        let policy = self.svc.settings.admission_policy();
+        let Some(policy) = self.policy(concert).await else {
+            return;
+        };
         let positions =
             match queue::positions(&self.svc.redis, &self.svc.keys, concert, &secrets, &policy)
                 .await
@@ -289,13 +317,10 @@ impl Hub {
             };
         let (mut waiting, mut standings) = (Vec::new(), Vec::new());
         let (mut gone, mut gone_secrets) = (Vec::new(), Vec::new());
-        for ((id, secret), (position, eta_seconds)) in ids.into_iter().zip(secrets).zip(positions) {
-            if let Some(position) = position {
+        for ((id, secret), standing) in ids.into_iter().zip(secrets).zip(positions) {
+            if let Some(standing) = standing {
                 waiting.push(id);
-                standings.push(Standing::Waiting {
-                    position,
-                    eta_seconds,
-                });
+                standings.push(standing);
             } else {
                 gone.push(id);
                 gone_secrets.push(secret);
@@ -319,6 +344,15 @@ impl Hub {
             Ok(standings) => self.apply(concert, &gone, &standings),
             Err(e) => tracing::warn!(error = %e, "could not look up tokens that left the line"),
         }
+    }
+
+    /// The admission policy of `concert`'s sale (for ETAs); `None`, logged, when it
+    /// cannot be read.
+    async fn policy(&self, concert: ConcertId) -> Option<domain::queue::AdmissionPolicy> {
+        infra::service::queue::policy(&self.svc, concert)
+            .await
+            .inspect_err(|e| tracing::warn!(error = format!("{e:#}"), "could not read the sale"))
+            .ok()
     }
 
     /// Tells the sockets `ids` of `concert` what Redis says of their tokens
@@ -346,6 +380,7 @@ impl Hub {
                     }
                     continue;
                 }
+                Standing::PreQueued => continue,
                 Standing::Active { until } => {
                     if !waiter.admitted {
                         waiter.admitted = true;
@@ -372,7 +407,9 @@ impl Hub {
         if ids.is_empty() {
             return Ok(());
         }
-        let policy = self.svc.settings.admission_policy();
+        let Some(policy) = self.policy(concert).await else {
+            return Ok(());
+        };
         let standings =
             queue::standings(&self.svc.redis, &self.svc.keys, concert, &secrets, &policy).await?;
         self.apply(concert, &ids, &standings);
@@ -603,11 +640,17 @@ async fn follow(hub: Arc<Hub>, raw_token: String, socket: WebSocketStream) {
         Err(TokenError::Unavailable(_)) => return close(&mut sink, 1013, UNAVAILABLE).await,
     };
     let concert = token.concert();
+    let Ok(sale) = infra::service::sale::current(&hub.svc, concert).await else {
+        return close(&mut sink, 1013, UNAVAILABLE).await;
+    };
+    // Registered before the first word, so nothing announced in between is missed.
+    let admitted = grant.state != TokenState::Waiting;
+    let (id, mut pushes) = hub.join(concert, token.secret(), grant.position, admitted);
     let mut active_until = None;
-    if !tell(&mut sink, &grant, &mut active_until).await {
+    if !tell(&mut sink, &grant, sale.as_ref(), &mut active_until).await {
+        hub.leave(concert, id);
         return;
     }
-    let (id, mut pushes) = hub.join(concert, token.secret(), grant.position);
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.reset();
     let mut flood = (tokio::time::Instant::now(), 0u32);
@@ -640,6 +683,11 @@ async fn follow(hub: Arc<Hub>, raw_token: String, socket: WebSocketStream) {
                 }
                 Some(Push::Unavailable) => {
                     close(&mut sink, 1013, UNAVAILABLE).await;
+                    break;
+                }
+                Some(Push::LineEnded(end)) => {
+                    send(&mut sink, &line_ended(end)).await;
+                    close(&mut sink, 4410, "the line has ended").await;
                     break;
                 }
             },
@@ -712,9 +760,30 @@ impl Drop for OpenSocket {
     }
 }
 
+fn line_ended(end: LineEnd) -> ServerMessage {
+    match end {
+        LineEnd::Closed => ServerMessage::Closed,
+        LineEnd::SoldOut => ServerMessage::SoldOut,
+    }
+}
+
 /// Tells the socket where `grant` stands; `false` when that ends the conversation.
-async fn tell(sink: &mut Sink, grant: &Grant, active_until: &mut Option<DateTime<Utc>>) -> bool {
+async fn tell(
+    sink: &mut Sink,
+    grant: &Grant,
+    sale: Option<&Sale>,
+    active_until: &mut Option<DateTime<Utc>>,
+) -> bool {
+    let ended = sale.and_then(|sale| match sale.fan_view(infra::now()) {
+        FanView::SoldOut => Some(LineEnd::SoldOut),
+        FanView::State(SaleState::Closed) => Some(LineEnd::Closed),
+        FanView::State(_) => None,
+    });
     match grant.state {
+        TokenState::Waiting if grant.prequeued => {
+            let opens_at = sale.and_then(|s| s.settings.opens_at);
+            send(sink, &ServerMessage::Prequeue { opens_at }).await
+        }
         TokenState::Waiting => {
             let message = position_message(grant.position.unwrap_or(1), grant.eta_seconds);
             send(sink, &message).await
@@ -730,7 +799,7 @@ async fn tell(sink: &mut Sink, grant: &Grant, active_until: &mut Option<DateTime
             .await
         }
         TokenState::Expired => {
-            send(sink, &ServerMessage::Expired).await;
+            send(sink, &ended.map_or(ServerMessage::Expired, line_ended)).await;
             close(sink, 4410, "token expired").await;
             false
         }

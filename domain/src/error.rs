@@ -22,6 +22,8 @@ pub enum ValidationError {
     HoldDuration,
     #[error("{0}")]
     Concert(&'static str),
+    #[error("{0}")]
+    Sale(&'static str),
 }
 
 /// Resolving a bearer token.
@@ -58,6 +60,10 @@ pub enum JoinError {
     Identity(#[from] IdentityError),
     #[error("no such concert")]
     ConcertNotFound,
+    #[error("the line for this concert is closed")]
+    SaleClosed,
+    #[error("every seat of this concert is sold")]
+    SoldOut,
     #[error("the waiting room is unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error(transparent)]
@@ -84,6 +90,8 @@ pub enum HoldError {
     SeatNotFound,
     #[error("the seat is held or sold")]
     SeatTaken,
+    #[error("you already hold or bought {0} seats of this concert, its limit per fan")]
+    SeatLimit(u32),
     #[error(transparent)]
     Access(#[from] AccessDenied),
     #[error("the seat lock is unavailable")]
@@ -141,6 +149,12 @@ pub enum PaymentError {
 pub enum AdminError {
     #[error(transparent)]
     Invalid(#[from] ValidationError),
+    #[error("no such concert")]
+    ConcertNotFound,
+    #[error(transparent)]
+    SaleConflict(#[from] crate::sale::SaleConflict),
+    #[error("the opening can only move while the sale is SCHEDULED; it is {}", .0.as_str())]
+    AlreadyOpened(crate::SaleState),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }

@@ -5,7 +5,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{ConcertId, PaymentId, Points, ReservationId, ScheduleId, SeatNo, UserId};
+use crate::sale::SettingChange;
+use crate::{ConcertId, PaymentId, Points, ReservationId, SaleState, ScheduleId, SeatNo, UserId};
 
 /// The version of the event schema below; bump it on any incompatible change.
 pub const SCHEMA_VERSION: u16 = 1;
@@ -53,6 +54,15 @@ pub enum DomainEvent {
         amount: Points,
         balance: Points,
     },
+    /// An operator changed a sale (or its opening came): what changed, old and new.
+    #[serde(rename_all = "camelCase")]
+    SaleChanged {
+        concert_id: ConcertId,
+        /// `open`, `pause`, `resume`, `close` or `update`.
+        action: String,
+        state: SaleState,
+        changes: Vec<SettingChange>,
+    },
 }
 
 impl DomainEvent {
@@ -63,6 +73,7 @@ impl DomainEvent {
             Self::ReservationExpired { .. } => "ReservationExpired",
             Self::PaymentCompleted { .. } => "PaymentCompleted",
             Self::PointsCharged { .. } => "PointsCharged",
+            Self::SaleChanged { .. } => "SaleChanged",
         }
     }
 
@@ -77,6 +88,7 @@ impl DomainEvent {
                 format!("reservation-{reservation_id}")
             }
             Self::PointsCharged { user_id, .. } => format!("wallet-{user_id}"),
+            Self::SaleChanged { concert_id, .. } => format!("sale-{concert_id}"),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod ids;
 pub mod points;
 pub mod queue;
 pub mod reservation;
+pub mod sale;
 pub mod seat;
 pub mod token;
 
@@ -24,5 +25,6 @@ pub use event::{DomainEvent, EventEnvelope};
 pub use ids::{ConcertId, IdempotencyKey, PaymentId, ReservationId, ScheduleId, UserId};
 pub use points::{ChargeAmount, Points};
 pub use reservation::{HoldDuration, Reservation, ReservationStatus};
+pub use sale::{SaleAction, SaleSettings, SaleState};
 pub use seat::{SeatNo, SeatState};
 pub use token::{QueueToken, TokenState};

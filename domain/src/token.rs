@@ -104,6 +104,8 @@ pub struct Grant {
     /// Estimated seconds until admission while waiting.
     pub eta_seconds: Option<u64>,
     pub active_until: Option<DateTime<Utc>>,
+    /// Waiting in the pre-queue of a sale not yet open: no position until it opens.
+    pub prequeued: bool,
 }
 
 /// Why a valid token may not book.
@@ -178,6 +180,7 @@ mod tests {
             position: (state == TokenState::Waiting).then_some(12),
             eta_seconds: None,
             active_until: None,
+            prequeued: false,
         }
     }
 

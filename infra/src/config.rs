@@ -35,6 +35,18 @@ pub struct Settings {
     /// Open client connections at most (WebSockets included, until they close); one
     /// more is answered `503` (`SERVICE_UNAVAILABLE`, `Retry-After: 1`) and closed.
     pub http_max_connections: u32,
+    /// Joins (`POST /v1/queue/tokens`) one client may make per second, on average,
+    /// on this instance; past it the join is answered `429 RATE_LIMITED` with
+    /// `Retry-After`. A client is its socket address (an IPv6 one by its /64), or
+    /// from a trusted proxy the address it forwards. `0` turns the limit off.
+    pub join_limit_per_second: u32,
+    /// Joins one client may make at once before the per-second rate applies (the
+    /// bucket's size; at least 1 while the limit is on).
+    pub join_limit_burst: u32,
+    /// The proxies whose `X-Forwarded-For` names the client: comma-separated IP
+    /// addresses or CIDR ranges (`10.0.0.7, 10.1.0.0/16, fd00::/8`). From any other
+    /// peer the header is ignored. Checked when `serve` starts; a bad entry stops it.
+    pub trusted_proxies: String,
     /// Who the fans are: `jwt` (verify the login service's signed token at join) or
     /// `development` (trust a plain `userId`; demos and local tests only). Unset:
     /// `serve` refuses to start.
@@ -129,6 +141,9 @@ impl Default for Settings {
             http_header_timeout_ms: 10_000,
             http_keep_alive: true,
             http_max_connections: 25_000,
+            join_limit_per_second: 10,
+            join_limit_burst: 20,
+            trusted_proxies: String::new(),
             identity_mode: None,
             identity_issuer: None,
             identity_audience: None,

@@ -35,6 +35,7 @@ const WAIT_BUCKETS: &[f64] = &[
 const HOLD_OUTCOMES: &[&str] = &[
     "held",
     "seat_taken",
+    "seat_limit",
     "seat_not_found",
     "schedule_not_found",
     "token_not_active",
@@ -78,9 +79,14 @@ const JOIN_RESULTS: &[&str] = &[
     "existing",
     "unauthenticated",
     "concert_not_found",
+    "sale_closed",
+    "sold_out",
     "unavailable",
     "error",
+    // Refused at the door by the per-client join limit (api/src/client_limit.rs).
+    "rate_limited",
 ];
+const SALE_ACTIONS: &[&str] = &["pause", "resume", "close", "update"];
 const REDIS_ERROR_KINDS: &[&str] = &["connect", "io", "timeout", "dropped", "script", "other"];
 
 #[derive(Debug, Clone)]
@@ -115,6 +121,10 @@ pub struct Metrics {
     pub queue_abandoned: IntCounterVec,
     pub queue_wait: Histogram,
     pub queue_ticks: IntCounterVec,
+    pub queue_prequeued: IntGaugeVec,
+    pub sale_state: IntGaugeVec,
+    pub sale_sold_out: IntGaugeVec,
+    pub sale_controls: IntCounterVec,
     pub websockets_open: IntGauge,
 
     pub cache_requests: IntCounterVec,
@@ -242,7 +252,7 @@ impl Metrics {
             queue_joins: counters(
                 r,
                 "queue_joins_total",
-                "Waiting-room joins by result (created, existing, unauthenticated, concert_not_found, unavailable, error).",
+                "Waiting-room joins by result (created, existing, unauthenticated, concert_not_found, unavailable, error, rate_limited).",
                 &["result"],
             ),
             identity_verifications: counters(
@@ -303,6 +313,30 @@ impl Metrics {
                 "queue_ticks_total",
                 "Admission ticks of this instance by result (ok, error).",
                 &["result"],
+            ),
+            queue_prequeued: gauges(
+                r,
+                "queue_prequeued",
+                "Fans in the pre-queue of a sale not yet open, per concert, as of the last admission tick.",
+                &["concert"],
+            ),
+            sale_state: gauges(
+                r,
+                "sale_state",
+                "1 for each concert's sale state (scheduled, open, paused, closed), 0 for the others.",
+                &["concert", "state"],
+            ),
+            sale_sold_out: gauges(
+                r,
+                "sale_sold_out",
+                "1 while every seat of the concert is sold.",
+                &["concert"],
+            ),
+            sale_controls: counters(
+                r,
+                "sale_controls_total",
+                "Operator changes to sales by action (pause, resume, close, update).",
+                &["action"],
             ),
             websockets_open: gauge(
                 r,
@@ -396,6 +430,7 @@ impl Metrics {
             (&metrics.payments, PAYMENT_OUTCOMES),
             (&metrics.point_charges, CHARGE_OUTCOMES),
             (&metrics.queue_joins, JOIN_RESULTS),
+            (&metrics.sale_controls, SALE_ACTIONS),
             (&metrics.redis_errors, REDIS_ERROR_KINDS),
             (
                 &metrics.seat_lock_attempts,
@@ -527,6 +562,7 @@ impl Outcome for HoldError {
             Self::ScheduleNotFound => "schedule_not_found",
             Self::SeatNotFound => "seat_not_found",
             Self::SeatTaken => "seat_taken",
+            Self::SeatLimit(_) => "seat_limit",
             Self::Access(e) => denied(e),
             Self::Unavailable(_) => "unavailable",
             Self::Internal(e) => failure(e),
@@ -575,6 +611,8 @@ impl Outcome for JoinError {
             Self::Identity(IdentityError::Unavailable(_)) | Self::Unavailable(_) => "unavailable",
             Self::Identity(_) => "unauthenticated",
             Self::ConcertNotFound => "concert_not_found",
+            Self::SaleClosed => "sale_closed",
+            Self::SoldOut => "sold_out",
             Self::Internal(e) => failure(e),
         }
     }
@@ -614,6 +652,7 @@ mod tests {
             HoldError::ScheduleNotFound,
             HoldError::SeatNotFound,
             HoldError::SeatTaken,
+            HoldError::SeatLimit(4),
             HoldError::Unavailable(internal()),
             HoldError::Internal(internal()),
         ];
@@ -656,6 +695,8 @@ mod tests {
                 JOIN_RESULTS,
                 [
                     JoinError::ConcertNotFound,
+                    JoinError::SaleClosed,
+                    JoinError::SoldOut,
                     JoinError::Unavailable(internal()),
                 ]
                 .iter()

@@ -1,5 +1,5 @@
 use chrono::{DateTime, Utc};
-use domain::{ConcertId, NewConcert, NewSchedule, Points, SeatNo, ValidationError};
+use domain::{ConcertId, NewConcert, NewSchedule, Points, SaleSettings, SeatNo, ValidationError};
 use infra::Services;
 use infra::service::admin;
 use poem_openapi::param::Path;
@@ -7,6 +7,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::Tag;
+use super::sale::SaleSettingsInput;
 use crate::auth::AdminAuth;
 use crate::error::ApiResult;
 use crate::text::Text;
@@ -23,6 +24,9 @@ pub struct CreateConcert {
     pub artist: Text,
     /// 1-100 performances.
     pub schedules: Vec<CreateSchedule>,
+    /// The sale: when it opens, how fast and how many fans are let in, seats per
+    /// fan. Absent: on sale at once with the server's defaults and 4 seats per fan.
+    pub sale: Option<SaleSettingsInput>,
 }
 
 #[derive(Debug, Object)]
@@ -53,6 +57,12 @@ impl poem_openapi::types::Example for CreateConcert {
                 price: 10_000,
                 prices: None,
             }],
+            sale: Some(SaleSettingsInput {
+                opens_at: DateTime::from_timestamp(1_789_000_000, 0),
+                admission_rate: Some(200),
+                active_capacity: Some(2_000),
+                max_seats_per_fan: Some(4),
+            }),
         }
     }
 }
@@ -153,7 +163,15 @@ impl AdminApi {
             })
             .collect::<Result<_, ValidationError>>()?;
         let concert = NewConcert::new(&body.title.0, &body.artist.0, schedules)?;
-        let (id, schedule_ids) = admin::create_concert(&self.svc, &concert, infra::now()).await?;
+        let now = infra::now();
+        let sale = SaleSettings::new(
+            body.sale
+                .as_ref()
+                .map(SaleSettingsInput::changes)
+                .unwrap_or_default(),
+            now,
+        )?;
+        let (id, schedule_ids) = admin::create_concert(&self.svc, &concert, &sale, now).await?;
         Ok(CreateConcertResponse::Created(Json(CreatedConcert {
             concert_id: id.0,
             schedule_ids: schedule_ids.into_iter().map(|s| s.0).collect(),

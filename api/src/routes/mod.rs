@@ -8,6 +8,7 @@ pub mod payments;
 pub mod points;
 pub mod queue;
 pub mod reservations;
+pub mod sale;
 
 use poem_openapi::Tags;
 

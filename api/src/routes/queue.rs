@@ -7,6 +7,7 @@ use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use super::Tag;
+use super::sale::PublicSaleState;
 use crate::auth::QueueAuth;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::text::Text;
@@ -77,12 +78,16 @@ pub struct QueueTicket {
     pub concert_id: u64,
     pub user_id: String,
     pub state: QueueState,
-    /// Place in line (1 = next) while WAITING.
+    /// Place in line (1 = next) while WAITING; absent in the pre-queue.
     pub position: Option<u64>,
     /// Estimated seconds until admission while WAITING.
     pub eta_seconds: Option<u64>,
     /// Until when an ACTIVE token may book.
     pub active_until: Option<DateTime<Utc>>,
+    /// In the pre-queue of a sale not yet open: when it opens. Everyone in the
+    /// pre-queue gets a place in a random order at the opening, ahead of everyone
+    /// who joins later; joining earlier gives no better place.
+    pub opens_at: Option<DateTime<Utc>>,
 }
 
 impl poem_openapi::types::Example for QueueTicket {
@@ -95,6 +100,7 @@ impl poem_openapi::types::Example for QueueTicket {
             position: Some(12),
             eta_seconds: Some(6),
             active_until: None,
+            opens_at: None,
         }
     }
 }
@@ -105,7 +111,7 @@ impl poem_openapi::types::Example for QueueTicket {
 pub struct QueueStatus {
     pub concert_id: u64,
     pub state: QueueState,
-    /// Place in line (1 = next) while WAITING.
+    /// Place in line (1 = next) while WAITING; absent in the pre-queue.
     pub position: Option<u64>,
     /// People ahead while WAITING (`position - 1`).
     pub people_ahead: Option<u64>,
@@ -113,6 +119,11 @@ pub struct QueueStatus {
     pub eta_seconds: Option<u64>,
     /// Until when an ACTIVE token may book.
     pub active_until: Option<DateTime<Utc>>,
+    /// In the pre-queue of a sale not yet open: when it opens.
+    pub opens_at: Option<DateTime<Utc>>,
+    /// The concert's sale. A fan sent away because the line closed or every seat
+    /// sold is EXPIRED with `saleState` CLOSED or SOLD_OUT.
+    pub sale_state: Option<PublicSaleState>,
 }
 
 impl poem_openapi::types::Example for QueueStatus {
@@ -124,6 +135,8 @@ impl poem_openapi::types::Example for QueueStatus {
             people_ahead: None,
             eta_seconds: None,
             active_until: Some(DateTime::from_timestamp(1_790_000_600, 0).unwrap_or_default()),
+            opens_at: None,
+            sale_state: Some(PublicSaleState::Open),
         }
     }
 }
@@ -159,9 +172,14 @@ impl QueueApi {
             id_token: absent_or_string(&body.id_token, "idToken")?,
             user_id: absent_or_string(&body.user_id, "userId")?,
         };
-        let (user, joined) =
-            infra::service::queue::join(&self.svc, credentials, ConcertId(body.concert_id)).await?;
+        let concert = ConcertId(body.concert_id);
+        let (user, joined) = infra::service::queue::join(&self.svc, credentials, concert).await?;
         let grant = &joined.grant;
+        let opens_at = if grant.prequeued {
+            opening(&self.svc, concert).await?
+        } else {
+            None
+        };
         let ticket = QueueTicket {
             token: joined.token.to_string(),
             concert_id: grant.concert_id.0,
@@ -170,6 +188,7 @@ impl QueueApi {
             position: grant.position,
             eta_seconds: grant.eta_seconds,
             active_until: grant.active_until,
+            opens_at,
         };
         Ok(if joined.created {
             JoinResponse::Created(Json(ticket))
@@ -190,15 +209,20 @@ impl QueueApi {
     )]
     async fn status(&self, auth: QueueAuth) -> ApiResult<Json<QueueStatus>> {
         let grant = &auth.0.grant;
+        let sale = infra::service::sale::current(&self.svc, grant.concert_id).await?;
         Ok(Json(QueueStatus {
             concert_id: grant.concert_id.0,
             state: grant.state.into(),
             position: grant.position,
             people_ahead: grant.position.map(|p| p.saturating_sub(1)),
-            eta_seconds: None,
+            eta_seconds: grant.eta_seconds,
             active_until: grant
                 .active_until
                 .filter(|_| grant.state == TokenState::Active),
+            opens_at: sale
+                .and_then(|s| s.settings.opens_at)
+                .filter(|_| grant.prequeued),
+            sale_state: sale.map(|s| s.fan_view(infra::now()).into()),
         }))
     }
 
@@ -214,6 +238,13 @@ impl QueueApi {
         infra::service::queue::end(&self.svc, &auth.0.token, &auth.0.grant).await?;
         Ok(LeaveResponse::Left)
     }
+}
+
+/// When `concert`'s sale opens, for a fan in its pre-queue.
+async fn opening(svc: &Services, concert: ConcertId) -> ApiResult<Option<DateTime<Utc>>> {
+    Ok(infra::service::sale::current(svc, concert)
+        .await?
+        .and_then(|s| s.settings.opens_at))
 }
 
 /// An optional string field: absent is fine, `null` is not (the spec says string).

@@ -60,6 +60,8 @@ impl TestApp {
             identity_jwks_file: Some(issuer::default_key().1.clone()),
             // Only the event tests run a broker (and turn the relay on).
             outbox_relay: false,
+            // Every test fan comes from 127.0.0.1: only the limit's own tests limit.
+            join_limit_per_second: 0,
             ..Settings::default()
         };
         configure(&mut settings);
@@ -151,20 +153,32 @@ impl TestApp {
     /// Creates a concert with one schedule per entry of `seat_counts`, every seat
     /// at `price`. Returns the concert and schedule ids.
     pub async fn create_concert(&self, seat_counts: &[u32], price: u64) -> (u64, Vec<u64>) {
+        self.create_sale(seat_counts, price, &Value::Null).await
+    }
+
+    /// [`Self::create_concert`] with sale settings (`{"opensAt": ..., ...}`; `null`
+    /// for none).
+    pub async fn create_sale(
+        &self,
+        seat_counts: &[u32],
+        price: u64,
+        sale: &Value,
+    ) -> (u64, Vec<u64>) {
         let schedules: Vec<Value> = seat_counts
             .iter()
             .map(|n| json!({"venue": "Test Hall", "startsAt": "2027-01-01T19:00:00Z", "seatCount": n, "price": price}))
             .collect();
+        let mut body =
+            json!({"title": "Test Concert", "artist": "Test Band", "schedules": schedules});
+        if !sale.is_null() {
+            body["sale"] = sale.clone();
+        }
         let res = self
-            .http
-            .post(self.url("/v1/admin/concerts"))
-            .header("X-Api-Key", ADMIN_KEY)
-            .json(&json!({"title": "Test Concert", "artist": "Test Band", "schedules": schedules}))
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(res.status(), StatusCode::CREATED);
+            .admin(reqwest::Method::POST, "/v1/admin/concerts", Some(&body))
+            .await;
+        let status = res.status();
         let body: Value = res.json().await.expect("json");
+        assert_eq!(status, StatusCode::CREATED, "{body}");
         let ids = body["scheduleIds"]
             .as_array()
             .expect("ids")
@@ -172,6 +186,23 @@ impl TestApp {
             .map(|v| v.as_u64().expect("id"))
             .collect();
         (body["concertId"].as_u64().expect("concert id"), ids)
+    }
+
+    /// An admin call (`X-Api-Key`), with a JSON body if given.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut request = self
+            .http
+            .request(method, self.url(path))
+            .header("X-Api-Key", ADMIN_KEY);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("request")
     }
 
     /// Joins as `user`, proven by a token from the tests' login service (or, on an

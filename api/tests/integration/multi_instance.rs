@@ -1,7 +1,8 @@
 //! Three instances of one deployment (same MySQL, Redis and Kafka, three ports) and a
 //! booking rush spread across them: the line is first come, first served whichever
-//! instance a user reached, everyone waiting on any instance is let in, no seat is sold
-//! twice, nothing is paid twice, and every event is published once.
+//! instance a user reached, everyone waiting on any instance is let in until the last
+//! seat is sold and then told so, no seat is sold twice, nothing is paid twice, and
+//! every event is published once.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -23,13 +24,15 @@ const PRICE: u64 = 100;
 /// What one user saw.
 struct Outcome {
     ticket: usize,
-    active_until: DateTime<Utc>,
+    /// `None`: told the concert sold out before their turn came.
+    active_until: Option<DateTime<Utc>>,
     bought: Option<i64>,
 }
 
 /// Waits on the socket for `admitted`; its `activeUntil` (admission time + a fixed
-/// ACTIVE period, from Redis's clock: the order of admission).
-async fn until_admitted(app: &TestApp, token: &str) -> DateTime<Utc> {
+/// ACTIVE period, from Redis's clock: the order of admission). `None` if the socket
+/// says every seat is sold first.
+async fn until_admitted(app: &TestApp, token: &str) -> Option<DateTime<Utc>> {
     let url = format!("ws://{}/v1/queue/ws?token={token}", app.addr);
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("socket");
     loop {
@@ -41,11 +44,16 @@ async fn until_admitted(app: &TestApp, token: &str) -> DateTime<Utc> {
         if let Message::Text(text) = frame {
             let message: Value = serde_json::from_str(&text).expect("JSON");
             if message["type"] == "admitted" {
-                return message["activeUntil"]
-                    .as_str()
-                    .expect("activeUntil")
-                    .parse()
-                    .expect("time");
+                return Some(
+                    message["activeUntil"]
+                        .as_str()
+                        .expect("activeUntil")
+                        .parse()
+                        .expect("time"),
+                );
+            }
+            if message["type"] == "soldOut" {
+                return None;
             }
         }
     }
@@ -92,6 +100,31 @@ async fn rush(app: &TestApp, token: &str, schedule: u64, user: usize) -> Option<
     None
 }
 
+/// Everyone waiting, on every instance, was let in, in ticket order, until the last
+/// seat sold; the rest were told so rather than left waiting.
+fn assert_line_order(outcomes: &[Outcome]) {
+    assert_eq!(outcomes.len(), USERS);
+    let admitted = outcomes
+        .iter()
+        .take_while(|o| o.active_until.is_some())
+        .count();
+    assert!(
+        outcomes[admitted..]
+            .iter()
+            .all(|o| o.active_until.is_none()),
+        "those admitted are the first tickets"
+    );
+    assert!(admitted >= SEATS as usize);
+    for pair in outcomes[..admitted].windows(2) {
+        assert!(
+            pair[0].active_until <= pair[1].active_until,
+            "ticket {} admitted after ticket {}",
+            pair[0].ticket,
+            pair[1].ticket
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rush_across_three_instances_keeps_every_rule() {
     let broker = Broker::start().await;
@@ -124,7 +157,10 @@ async fn a_rush_across_three_instances_keeps_every_rule() {
         let app = instances[user % 3];
         async move {
             let active_until = until_admitted(app, token).await;
-            let bought = rush(app, token, schedule, user).await;
+            let bought = match active_until {
+                Some(_) => rush(app, token, schedule, user).await,
+                None => None,
+            };
             Outcome {
                 ticket: user,
                 active_until,
@@ -134,16 +170,7 @@ async fn a_rush_across_three_instances_keeps_every_rule() {
     }))
     .await;
 
-    // Everyone waiting, on every instance, was let in, in ticket order.
-    assert_eq!(outcomes.len(), USERS);
-    for pair in outcomes.windows(2) {
-        assert!(
-            pair[0].active_until <= pair[1].active_until,
-            "ticket {} admitted after ticket {}",
-            pair[0].ticket,
-            pair[1].ticket
-        );
-    }
+    assert_line_order(&outcomes);
     // Every seat sold once, to one of them; nothing paid twice.
     let sold: Vec<i64> = outcomes.iter().filter_map(|o| o.bought).collect();
     assert_eq!(sold.len(), SEATS as usize, "every seat sold");

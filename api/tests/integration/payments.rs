@@ -210,7 +210,10 @@ async fn concurrent_refused_payments_with_one_key_all_get_the_refusal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_token_pays_once_even_when_ten_payments_race() {
     let app = TestApp::spawn().await;
-    let (concert, schedules) = app.create_concert(&[10], 1_000).await;
+    // One fan holds all ten seats.
+    let (concert, schedules) = app
+        .create_sale(&[10], 1_000, &serde_json::json!({"maxSeatsPerFan": 10}))
+        .await;
     let token = app.token(concert, "ann").await;
     app.charge(&token, 100_000, "c1").await;
     let mut held = Vec::new();
@@ -285,6 +288,7 @@ async fn a_queue_token_pays_once_even_when_ten_payments_race() {
         position: None,
         eta_seconds: None,
         active_until: None,
+        prequeued: false,
     };
     let loser = held.iter().position(|id| *id != held[*winner]).unwrap();
     let refused = infra::service::payments::pay(

@@ -95,7 +95,10 @@ async fn the_balance_limit_holds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_charges_and_payments_on_one_wallet_lose_no_update() {
     let app = TestApp::spawn().await;
-    let (concert, schedules) = app.create_concert(&[40], 250).await;
+    // One fan buys all 40 seats.
+    let (concert, schedules) = app
+        .create_sale(&[40], 250, &serde_json::json!({"maxSeatsPerFan": 40}))
+        .await;
     let token = app.token(concert, "ann").await;
     app.charge(&token, 10_000, "seed").await;
     let mut reservations = Vec::new();

@@ -48,6 +48,11 @@ pub fn process_with(
         .env("BOXOFFICE_KAFKA_CONSUMER_GROUP", &s.kafka_consumer_group)
         .env("BOXOFFICE_QUEUE_TICK_MS", "20")
         .env("BOXOFFICE_LOG_FILTER", "warn")
+        // The in-process app's join limit (off in tests: every fan is 127.0.0.1).
+        .env(
+            "BOXOFFICE_JOIN_LIMIT_PER_SECOND",
+            s.join_limit_per_second.to_string(),
+        )
         .envs(identity_env(s))
         .envs(env.iter().copied())
         .stdout(Stdio::null())

@@ -88,6 +88,7 @@ async fn a_thousand_concurrent_joiners_are_admitted_in_ticket_order() {
             &app.svc.keys,
             domain::ConcertId(concert),
             &policy,
+            infra::redis::queue::LineMode::Open,
         )
         .await
         .unwrap();
@@ -220,6 +221,7 @@ async fn a_socket_on_one_instance_hears_of_an_admission_made_on_another() {
         &a.svc.keys,
         domain::ConcertId(concert),
         &policy,
+        infra::redis::queue::LineMode::Open,
     )
     .await
     .unwrap();
@@ -233,6 +235,7 @@ async fn a_socket_on_one_instance_hears_of_an_admission_made_on_another() {
             active_until: None,
             ended: vec![],
             moved: true,
+            line_ended: None,
         },
     )
     .await

@@ -7,6 +7,7 @@ pub mod idempotency;
 pub mod outbox;
 pub mod payments;
 pub mod reservations;
+pub mod sale_settings;
 pub mod sales;
 pub mod schema;
 pub mod wallets;

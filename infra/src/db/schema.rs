@@ -121,6 +121,25 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    sale_settings (concert_id) {
+        concert_id -> Unsigned<BigInt>,
+        state -> Varchar,
+        opens_at -> Nullable<Datetime>,
+        admission_rate -> Nullable<Unsigned<Integer>>,
+        active_capacity -> Nullable<Unsigned<Integer>>,
+        max_seats_per_fan -> Unsigned<Integer>,
+        updated_at -> Datetime,
+    }
+}
+
+diesel::table! {
+    sale_fans (concert_id, user_id) {
+        concert_id -> Unsigned<BigInt>,
+        user_id -> Varchar,
+    }
+}
+
 diesel::joinable!(schedules -> concerts (concert_id));
 diesel::allow_tables_to_appear_in_same_query!(
     concerts,
@@ -134,4 +153,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     outbox,
     consumed_events,
     concert_sales,
+    sale_settings,
+    sale_fans,
 );

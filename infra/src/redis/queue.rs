@@ -8,6 +8,14 @@
 //! Tokens are `<concert>.<secret>`; a token's record (`<joined at ms>:<user>`) lives
 //! beside its concert's queue. Its state is where it stands: in the ACTIVE set with
 //! time left, in the line, or neither (EXPIRED).
+//!
+//! A sale that opens later has a pre-queue: until the concert's `opened` marker
+//! exists, a fan who joins goes into the line with a secret random score in [0, 1)
+//! drawn from the app's CSPRNG, and is told no position. Tickets of those who join
+//! after the opening start at 1, so at the opening (one tick sets the marker, once,
+//! in one script) every pre-queued fan stands ahead of every later one, in a
+//! uniformly random order that no fan could see or predict, and nothing has to
+//! move: the opening costs the same for a hundred fans as for a hundred thousand.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -30,12 +38,20 @@ const NOW: &str = "local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 ";
 
-// KEYS: user pointer, seq, waiting, seen, active, admits, the new token's record.
-// ARGV: new secret, user, retention ms, window ms.
+// KEYS: user pointer, seq, waiting, seen, active, admits, the new token's record,
+// the opened marker.
+// ARGV: new secret, user, retention ms, window ms, 1 if the sale opens later
+// (else it is open now), the pre-queue score (a random number in [0, 1)).
 static JOIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{NOW}
         local recent = redis.call('ZCOUNT', KEYS[6], now - tonumber(ARGV[4]), '+inf')
+        local opened = redis.call('EXISTS', KEYS[8]) == 1
+        if not opened and ARGV[5] == '0' then
+          redis.call('SET', KEYS[8], now)
+          opened = true
+        end
+        local waiting = opened and 'WAITING' or 'PREQUEUE'
         local current = redis.call('GET', KEYS[1])
         if current then
           local active_until = redis.call('ZSCORE', KEYS[5], current)
@@ -45,19 +61,21 @@ static JOIN: LazyLock<Script> = LazyLock::new(|| {
           local rank = redis.call('ZRANK', KEYS[3], current)
           if rank then
             redis.call('ZADD', KEYS[4], now, current)
-            return {{current, 0, 'WAITING', rank, recent}}
+            return {{current, 0, waiting, rank, recent}}
           end
         end
-        local ticket = redis.call('INCR', KEYS[2])
+        local score = ARGV[6]
+        if opened then score = redis.call('INCR', KEYS[2]) end
         redis.call('SET', KEYS[7], now .. ':' .. ARGV[2], 'PX', ARGV[3])
-        redis.call('ZADD', KEYS[3], ticket, ARGV[1])
+        redis.call('ZADD', KEYS[3], score, ARGV[1])
         redis.call('ZADD', KEYS[4], now, ARGV[1])
         redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-        return {{ARGV[1], 1, 'WAITING', redis.call('ZRANK', KEYS[3], ARGV[1]), recent}}"
+        return {{ARGV[1], 1, waiting, redis.call('ZRANK', KEYS[3], ARGV[1]), recent}}"
     ))
 });
 
-// KEYS: the token's record, waiting, seen, active, admits. ARGV: secret, window ms.
+// KEYS: the token's record, waiting, seen, active, admits, the opened marker.
+// ARGV: secret, window ms.
 static RESOLVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{NOW}
@@ -71,6 +89,7 @@ static RESOLVE: LazyLock<Script> = LazyLock::new(|| {
         local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
         if rank then
           redis.call('ZADD', KEYS[3], 'XX', now, ARGV[1])
+          if redis.call('EXISTS', KEYS[6]) == 0 then return {{user, 'PREQUEUE', 0, 0}} end
           return {{user, 'WAITING', rank, redis.call('ZCOUNT', KEYS[5], now - tonumber(ARGV[2]), '+inf')}}
         end
         return {{user, 'EXPIRED', 0, 0}}"
@@ -89,35 +108,56 @@ static END: LazyLock<Script> = LazyLock::new(|| {
 });
 
 // One admission tick. Mirrors `AdmissionPolicy::admissible`, inside Redis so that
-// however many instances tick, admissions happen as if one did.
-// KEYS: waiting, seen, active, admits.
-// ARGV: capacity, rate per second, active ms, grace ms, window ms, max per tick.
+// however many instances tick, admissions happen as if one did. The sale's mode
+// decides what else it does: a scheduled sale opens once Redis's clock reaches its
+// opening (the one run that sets the marker reports it), a paused one admits
+// nobody, an ended one (closed, sold out) sends its whole line away.
+// KEYS: waiting, seen, active, admits, opened, abandoned.
+// ARGV: capacity, rate per second, active ms, grace ms, admits kept ms, max per
+// tick, mode (scheduled | open | paused | ended), opening ms (scheduled).
 static TICK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{NOW}
+        local mode = ARGV[7]
         redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
         local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[4]), 'LIMIT', 0, 1000)
         if #stale > 0 then
           redis.call('ZREM', KEYS[1], unpack(stale))
           redis.call('ZREM', KEYS[2], unpack(stale))
+          redis.call('INCRBY', KEYS[6], #stale)
         end
         redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[5]))
-        local last_second = redis.call('ZCOUNT', KEYS[4], '(' .. (now - 1000), '+inf')
-        local free = tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[3])
-        local n = math.min(free, tonumber(ARGV[2]) - last_second, tonumber(ARGV[6]))
+        local opened = redis.call('EXISTS', KEYS[5]) == 1
+        local opened_now = 0
+        if not opened and (mode == 'open' or mode == 'paused' or (mode == 'scheduled' and now >= tonumber(ARGV[8]))) then
+          redis.call('SET', KEYS[5], now)
+          opened = true
+          opened_now = 1
+        end
+        local sent_away = 0
+        if mode == 'ended' then
+          sent_away = redis.call('ZCARD', KEYS[1])
+          redis.call('DEL', KEYS[1], KEYS[2])
+        end
         local admitted = {{}}
         local active_until = now + tonumber(ARGV[3])
-        if n > 0 then
-          local popped = redis.call('ZPOPMIN', KEYS[1], n)
-          for i = 1, #popped, 2 do
-            local secret = popped[i]
-            redis.call('ZADD', KEYS[3], active_until, secret)
-            redis.call('ZADD', KEYS[4], now, secret)
-            redis.call('ZREM', KEYS[2], secret)
-            admitted[#admitted + 1] = secret
+        if mode == 'open' and opened then
+          local last_second = redis.call('ZCOUNT', KEYS[4], '(' .. (now - 1000), '+inf')
+          local free = tonumber(ARGV[1]) - redis.call('ZCARD', KEYS[3])
+          local n = math.min(free, tonumber(ARGV[2]) - last_second, tonumber(ARGV[6]))
+          if n > 0 then
+            local popped = redis.call('ZPOPMIN', KEYS[1], n)
+            for i = 1, #popped, 2 do
+              local secret = popped[i]
+              redis.call('ZADD', KEYS[3], active_until, secret)
+              redis.call('ZADD', KEYS[4], now, secret)
+              redis.call('ZREM', KEYS[2], secret)
+              admitted[#admitted + 1] = secret
+            end
           end
         end
-        return {{admitted, #stale, active_until, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[3]), now}}"
+        return {{admitted, #stale, active_until, redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[3]), now,
+                 opened and 1 or 0, opened_now, sent_away}}"
     ))
 });
 
@@ -157,8 +197,11 @@ pub struct Joined {
 }
 
 fn window_ms() -> u64 {
-    u64::try_from(RATE_WINDOW.as_millis()).unwrap_or(u64::MAX)
+    millis(RATE_WINDOW)
 }
+
+/// Admissions are remembered this long: the operator's view counts the last minute.
+const ADMITS_KEPT: Duration = Duration::from_secs(60);
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -179,6 +222,7 @@ fn standing(
             DateTime::from_timestamp_millis(value),
         ),
         "WAITING" => (TokenState::Waiting, Some(value.unsigned_abs() + 1), None),
+        "PREQUEUE" => (TokenState::Waiting, None, None),
         _ => (TokenState::Expired, None, None),
     };
     Grant {
@@ -188,19 +232,28 @@ fn standing(
         position,
         eta_seconds: position.and_then(|p| eta_seconds(p, recent, policy.rate_per_second)),
         active_until,
+        prequeued: state == TokenState::Waiting && position.is_none(),
     }
 }
 
-/// Joins `user` to `concert`'s line, or returns their live token and place.
+/// Joins `user` to `concert`'s line, or returns their live token and place. While
+/// the sale `opens_later` and has not opened, a new fan goes into the pre-queue.
 pub async fn join(
     pool: &RedisPool,
     keys: &Keys,
     user: &UserId,
     concert: ConcertId,
     policy: &AdmissionPolicy,
+    opens_later: bool,
 ) -> RedisResult<Joined> {
     let q = QueueKeys::new(keys, concert);
     let candidate = QueueToken::new(concert, rand::rng().random());
+    // 53 random bits: every double in [0, 1) this can make is distinct and exact.
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "53-bit integers are exact in an f64"
+    )]
+    let prequeue_score = (rand::rng().random::<u64>() >> 11) as f64 / (1u64 << 53) as f64;
     let mut conn = super::conn(pool).await?;
     let (secret, created, state, value, recent): (String, i64, String, i64, u64) = JOIN
         .key(q.user(user))
@@ -210,10 +263,13 @@ pub async fn join(
         .key(q.part("active"))
         .key(q.part("admits"))
         .key(q.record(candidate.secret()))
+        .key(q.part("opened"))
         .arg(candidate.secret())
         .arg(user.as_str())
         .arg(millis(RECORD_RETENTION))
         .arg(window_ms())
+        .arg(u8::from(opens_later))
+        .arg(format!("{prequeue_score:.17}"))
         .invoke_async(&mut conn)
         .await?;
     let token = QueueToken::from_parts(concert, &secret).ok_or_else(|| {
@@ -243,6 +299,7 @@ pub async fn resolve(
         .key(q.part("seen"))
         .key(q.part("active"))
         .key(q.part("admits"))
+        .key(q.part("opened"))
         .arg(token.secret())
         .arg(window_ms())
         .invoke_async(&mut conn)
@@ -279,6 +336,20 @@ pub async fn end(
     Ok(())
 }
 
+/// What the sale lets an admission tick do with the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineMode {
+    /// Not open yet: the tick opens it once Redis's clock reaches `opens_at`.
+    Scheduled {
+        opens_at: DateTime<Utc>,
+    },
+    Open,
+    /// Nobody is admitted; the line keeps its order.
+    Paused,
+    /// Closed or sold out: the line is sent away.
+    Ended,
+}
+
 /// What one admission tick did, and the line after it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Tick {
@@ -291,6 +362,19 @@ pub struct Tick {
     pub active_until: Option<DateTime<Utc>>,
     pub waiting: u64,
     pub active: u64,
+    /// The line has opened (now or before): its waiters have places.
+    pub opened: bool,
+    /// This very tick opened it.
+    pub opened_now: bool,
+    /// Waiters sent away because the sale ended.
+    pub sent_away: u64,
+}
+
+impl Tick {
+    /// Fans waiting in the pre-queue: the whole line until it opens.
+    pub fn prequeued(&self) -> u64 {
+        if self.opened { 0 } else { self.waiting }
+    }
 }
 
 pub async fn tick(
@@ -298,27 +382,41 @@ pub async fn tick(
     keys: &Keys,
     concert: ConcertId,
     policy: &AdmissionPolicy,
+    mode: LineMode,
 ) -> RedisResult<Tick> {
     let q = QueueKeys::new(keys, concert);
+    let (mode, opens_at) = match mode {
+        LineMode::Scheduled { opens_at } => ("scheduled", opens_at.timestamp_millis()),
+        LineMode::Open => ("open", 0),
+        LineMode::Paused => ("paused", 0),
+        LineMode::Ended => ("ended", 0),
+    };
     let mut conn = super::conn(pool).await?;
-    let (admitted, abandoned, active_until, waiting, active, now): (
+    let (admitted, abandoned, active_until, waiting, active, now, opened, opened_now, sent_away): (
         Vec<String>,
         u64,
         i64,
         u64,
         u64,
         i64,
+        u8,
+        u8,
+        u64,
     ) = TICK
         .key(q.part("waiting"))
         .key(q.part("seen"))
         .key(q.part("active"))
         .key(q.part("admits"))
+        .key(q.part("opened"))
+        .key(q.part("abandoned"))
         .arg(policy.capacity)
         .arg(policy.rate_per_second)
         .arg(millis(policy.active_for))
         .arg(millis(policy.grace))
-        .arg(window_ms())
+        .arg(millis(ADMITS_KEPT))
         .arg(1_000)
+        .arg(mode)
+        .arg(opens_at)
         .invoke_async(&mut conn)
         .await?;
     let waited = if admitted.is_empty() {
@@ -342,46 +440,58 @@ pub async fn tick(
         active_until: DateTime::from_timestamp_millis(active_until),
         waiting,
         active,
+        opened: opened == 1,
+        opened_now: opened_now == 1,
+        sent_away,
     })
 }
 
-/// Where each of `secrets` (waiting in `concert`'s line) stands: its position, or
-/// `None` if it is no longer waiting. One round trip for all of them.
-pub async fn positions(
-    pool: &RedisPool,
-    keys: &Keys,
-    concert: ConcertId,
-    secrets: &[String],
-    policy: &AdmissionPolicy,
-) -> RedisResult<Vec<(Option<u64>, Option<u64>)>> {
+/// A concert's line as the operator's and the public status views show it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LineReport {
+    pub opened: bool,
+    /// In line, pre-queue included.
+    pub waiting: u64,
+    pub active: u64,
+    pub admitted_last_minute: u64,
+    /// Admitted within the last [`RATE_WINDOW`], the rate estimates use.
+    pub admitted_in_window: u64,
+    /// Dropped for absence, since the line began.
+    pub abandoned: u64,
+}
+
+/// Counts `concert`'s line, in one pipelined round trip. Read-only.
+pub async fn report(pool: &RedisPool, keys: &Keys, concert: ConcertId) -> RedisResult<LineReport> {
     let q = QueueKeys::new(keys, concert);
-    let waiting = q.part("waiting");
-    let mut pipe = redis::pipe();
-    let now = Utc::now().timestamp_millis();
-    pipe.zcount(
-        q.part("admits"),
-        now - i64::try_from(window_ms()).unwrap_or(i64::MAX),
-        "+inf",
-    );
-    for secret in secrets {
-        pipe.zrank(&waiting, secret);
-    }
     let mut conn = super::conn(pool).await?;
-    let mut answers: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-    let recent: u64 = redis::from_redis_value(answers.remove(0)).unwrap_or(0);
-    Ok(answers
-        .into_iter()
-        .map(|v| {
-            let position = redis::from_redis_value::<Option<u64>>(v)
-                .ok()
-                .flatten()
-                .map(|r| r + 1);
-            (
-                position,
-                position.and_then(|p| eta_seconds(p, recent, policy.rate_per_second)),
-            )
-        })
-        .collect())
+    let (seconds, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+    let now = seconds * 1_000 + micros / 1_000;
+    let window = i64::try_from(window_ms()).unwrap_or(i64::MAX);
+    let minute = i64::try_from(millis(ADMITS_KEPT)).unwrap_or(i64::MAX);
+    let (opened, waiting, active, last_minute, in_window, abandoned): (
+        bool,
+        u64,
+        u64,
+        u64,
+        u64,
+        Option<u64>,
+    ) = redis::pipe()
+        .exists(q.part("opened"))
+        .zcard(q.part("waiting"))
+        .zcount(q.part("active"), format!("({now}"), "+inf")
+        .zcount(q.part("admits"), now - minute, "+inf")
+        .zcount(q.part("admits"), now - window, "+inf")
+        .get(q.part("abandoned"))
+        .query_async(&mut conn)
+        .await?;
+    Ok(LineReport {
+        opened,
+        waiting,
+        active,
+        admitted_last_minute: last_minute,
+        admitted_in_window: in_window,
+        abandoned: abandoned.unwrap_or(0),
+    })
 }
 
 /// Where a token stands, as a socket follower needs to know it.
@@ -390,6 +500,8 @@ pub enum Standing {
     /// Redis has no record of it: never issued, or Redis lost its data (a restart
     /// without persistence, a flush). Its holder must join again.
     Unknown,
+    /// In the pre-queue of a sale not yet open: no place yet.
+    PreQueued,
     Waiting {
         position: u64,
         eta_seconds: Option<u64>,
@@ -401,8 +513,54 @@ pub enum Standing {
     Expired,
 }
 
-/// At most this many tokens per round trip in [`standings`].
+/// At most this many tokens per round trip in [`standings`] and [`positions`].
 const STANDINGS_BATCH: usize = 1_000;
+
+/// Where each of `secrets` (waiting in `concert`'s line) stands: its position
+/// ([`Standing::Waiting`]), [`Standing::PreQueued`], or `None` if it is no longer
+/// waiting. One round trip per thousand.
+pub async fn positions(
+    pool: &RedisPool,
+    keys: &Keys,
+    concert: ConcertId,
+    secrets: &[String],
+    policy: &AdmissionPolicy,
+) -> RedisResult<Vec<Option<Standing>>> {
+    let q = QueueKeys::new(keys, concert);
+    let waiting = q.part("waiting");
+    let mut conn = super::conn(pool).await?;
+    let mut found = Vec::with_capacity(secrets.len());
+    for batch in secrets.chunks(STANDINGS_BATCH) {
+        let mut pipe = redis::pipe();
+        let now = Utc::now().timestamp_millis();
+        pipe.exists(q.part("opened")).zcount(
+            q.part("admits"),
+            now - i64::try_from(window_ms()).unwrap_or(i64::MAX),
+            "+inf",
+        );
+        for secret in batch {
+            pipe.zrank(&waiting, secret);
+        }
+        let answers: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let mut answers = answers.into_iter();
+        let opened: bool = next_answer(&mut answers)?;
+        let recent: u64 = next_answer(&mut answers)?;
+        for _ in batch {
+            let rank: Option<u64> = next_answer(&mut answers)?;
+            found.push(rank.map(|rank| {
+                if opened {
+                    Standing::Waiting {
+                        position: rank + 1,
+                        eta_seconds: eta_seconds(rank + 1, recent, policy.rate_per_second),
+                    }
+                } else {
+                    Standing::PreQueued
+                }
+            }));
+        }
+    }
+    Ok(found)
+}
 
 /// Where each of `secrets` (tokens of `concert`, in any state) stands, in one
 /// pipelined round trip per thousand. Unlike [`resolve`], asking does not count as
@@ -427,6 +585,7 @@ pub async fn standings(
             now - i64::try_from(window_ms()).unwrap_or(i64::MAX),
             "+inf",
         );
+        pipe.exists(q.part("opened"));
         for secret in batch {
             pipe.exists(q.record(secret))
                 .zscore(&active, secret)
@@ -437,6 +596,7 @@ pub async fn standings(
         let (seconds, micros): (i64, i64) = next_answer(&mut answers)?;
         let now = seconds * 1_000 + micros / 1_000;
         let recent: u64 = next_answer(&mut answers)?;
+        let opened: bool = next_answer(&mut answers)?;
         for _ in batch {
             let exists: bool = next_answer(&mut answers)?;
             let active_until: Option<f64> = next_answer(&mut answers)?;
@@ -451,6 +611,7 @@ pub async fn standings(
                 (true, Some(ms), _) => Standing::Active {
                     until: DateTime::from_timestamp_millis(ms),
                 },
+                (true, None, Some(_)) if !opened => Standing::PreQueued,
                 (true, None, Some(rank)) => Standing::Waiting {
                     position: rank + 1,
                     eta_seconds: eta_seconds(rank + 1, recent, policy.rate_per_second),
@@ -551,9 +712,23 @@ pub struct QueueEvent {
     /// Secrets whose tokens ended (left, paid).
     #[serde(default)]
     pub ended: Vec<String>,
-    /// The line moved (admissions, abandonment, leaving): positions changed.
+    /// The line moved (admissions, abandonment, leaving, the opening): positions
+    /// changed.
     #[serde(default)]
     pub moved: bool,
+    /// The sale ended and its line was sent away: every waiter is told why.
+    #[serde(default)]
+    pub line_ended: Option<LineEnd>,
+}
+
+/// Why a line was sent away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LineEnd {
+    /// The operator closed the line.
+    Closed,
+    /// Every seat is sold.
+    SoldOut,
 }
 
 pub async fn publish(pool: &RedisPool, keys: &Keys, event: &QueueEvent) -> RedisResult<()> {

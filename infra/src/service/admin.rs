@@ -2,22 +2,25 @@
 
 use chrono::{DateTime, Days, Utc};
 use diesel_async::AsyncConnection as _;
-use domain::{AdminError, ConcertId, NewConcert, NewSchedule, Points, ScheduleId};
+use domain::sale::SaleChanges;
+use domain::{AdminError, ConcertId, NewConcert, NewSchedule, Points, SaleSettings, ScheduleId};
 
 use super::Services;
-use crate::db::{self, catalog};
+use crate::db::{self, catalog, sale_settings};
 use crate::redis::cache::Entry;
 
-/// Creates a concert with its schedules and seats in one transaction.
+/// Creates a concert with its schedules, their seats and its sale in one transaction.
 pub async fn create_concert(
     svc: &Services,
     concert: &NewConcert,
+    sale: &SaleSettings,
     now: DateTime<Utc>,
 ) -> Result<(ConcertId, Vec<ScheduleId>), AdminError> {
     let mut conn = svc.db().await?;
     let created = conn
         .transaction(async |conn| {
             let id = catalog::insert_concert(conn, &concert.title, &concert.artist, now).await?;
+            sale_settings::insert(conn, id, sale, now).await?;
             let mut schedules = Vec::with_capacity(concert.schedules.len());
             for s in &concert.schedules {
                 schedules.push(
@@ -60,5 +63,6 @@ pub async fn seed_demo(svc: &Services, now: DateTime<Utc>) -> Result<ConcertId, 
         })
         .collect();
     let concert = NewConcert::new(DEMO_TITLE, "The Rustaceans", schedules)?;
-    Ok(create_concert(svc, &concert, now).await?.0)
+    let sale = SaleSettings::new(SaleChanges::default(), now)?;
+    Ok(create_concert(svc, &concert, &sale, now).await?.0)
 }

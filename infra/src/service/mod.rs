@@ -11,10 +11,12 @@ pub mod points;
 pub mod queue;
 pub mod relay;
 pub mod reservations;
+pub mod sale;
 pub mod sales;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use domain::{ConcertId, ScheduleId};
 
@@ -38,7 +40,10 @@ pub struct Services {
     /// Who joins: the login service's verified token, or (development) a trusted id.
     pub identity: Identity,
     schedules: Arc<RwLock<HashMap<ScheduleId, ScheduleInfo>>>,
-    concerts: Arc<RwLock<HashSet<ConcertId>>>,
+    /// Each concert's sale as last read (see [`sale`]).
+    sales: Arc<RwLock<HashMap<ConcertId, sale::Sale>>>,
+    /// When each concert was last checked for being sold out.
+    sold_out_checked: Arc<Mutex<HashMap<ConcertId, Instant>>>,
     /// Concerts whose waiting room this instance has registered (and so ticks, even
     /// if Redis lost the registry).
     queues: Arc<RwLock<HashSet<ConcertId>>>,
@@ -75,7 +80,8 @@ impl Services {
             relay: relay::Relay::default(),
             identity,
             schedules: Arc::default(),
-            concerts: Arc::default(),
+            sales: Arc::default(),
+            sold_out_checked: Arc::default(),
             queues: Arc::default(),
         })
     }
@@ -96,7 +102,7 @@ impl Services {
     }
 
     pub async fn db(&self) -> anyhow::Result<db::PooledConn<'_>> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let conn = self.db.get().await;
         self.metrics
             .db_pool_wait

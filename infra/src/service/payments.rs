@@ -150,6 +150,7 @@ async fn settle(
     match paid {
         Ok((receipt, r)) => {
             svc.relay.wake();
+            super::sale::seat_sold(svc, r.concert_id);
             // Three independent Redis updates, in flight together: the answer waits
             // for one round trip, not three.
             let key = svc.keys.seat_lock(r.schedule_id, r.seat_no);

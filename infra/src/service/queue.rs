@@ -6,10 +6,12 @@ use domain::queue::AdmissionPolicy;
 use domain::token::Grant;
 use domain::{ConcertId, JoinError, QueueToken, TokenError, UserId};
 
+use domain::SaleState;
+
 use super::Services;
-use crate::db::catalog;
+use super::sale::{self, FanView, Sale};
 use crate::metrics::Outcome as _;
-use crate::redis::queue::{self, Joined, QueueEvent, Tick};
+use crate::redis::queue::{self, Joined, LineEnd, QueueEvent, Tick};
 
 /// What a fan shows at the door: the login service's token, and/or (development
 /// mode) the user id they claim.
@@ -44,8 +46,13 @@ pub async fn join(
 }
 
 async fn enter(svc: &Services, user: &UserId, concert: ConcertId) -> Result<Joined, JoinError> {
-    if !concert_exists(svc, concert).await? {
-        return Err(JoinError::ConcertNotFound);
+    let sale = sale::current(svc, concert)
+        .await?
+        .ok_or(JoinError::ConcertNotFound)?;
+    match sale.fan_view(crate::now()) {
+        FanView::SoldOut => return Err(JoinError::SoldOut),
+        FanView::State(SaleState::Closed) => return Err(JoinError::SaleClosed),
+        FanView::State(_) => {}
     }
     let unavailable = |e: crate::redis::RedisCallError| JoinError::Unavailable(e.into());
     if svc.remember_queue(concert) {
@@ -58,25 +65,32 @@ async fn enter(svc: &Services, user: &UserId, concert: ConcertId) -> Result<Join
         &svc.keys,
         user,
         concert,
-        &svc.settings.admission_policy(),
+        &sale::policy(svc, &sale.settings),
+        sale.opens_later(),
     )
     .await
     .map_err(unavailable)
+}
+
+/// The admission policy of `concert`'s sale (the server's defaults if it is gone).
+pub async fn policy(svc: &Services, concert: ConcertId) -> anyhow::Result<AdmissionPolicy> {
+    Ok(match sale::current(svc, concert).await? {
+        Some(sale) => sale::policy(svc, &sale.settings),
+        None => svc.settings.admission_policy(),
+    })
 }
 
 /// Who a bearer token belongs to and where it stands. Malformed tokens are refused
 /// without asking Redis.
 pub async fn authenticate(svc: &Services, raw: &str) -> Result<(QueueToken, Grant), TokenError> {
     let token = QueueToken::parse(raw).ok_or(TokenError::Invalid)?;
-    let grant = queue::resolve(
-        &svc.redis,
-        &svc.keys,
-        &token,
-        &svc.settings.admission_policy(),
-    )
-    .await
-    .map_err(|e| TokenError::Unavailable(e.into()))?
-    .ok_or(TokenError::Invalid)?;
+    let policy = policy(svc, token.concert())
+        .await
+        .map_err(TokenError::Unavailable)?;
+    let grant = queue::resolve(&svc.redis, &svc.keys, &token, &policy)
+        .await
+        .map_err(|e| TokenError::Unavailable(e.into()))?
+        .ok_or(TokenError::Invalid)?;
     Ok((token, grant))
 }
 
@@ -91,6 +105,7 @@ pub async fn end(svc: &Services, token: &QueueToken, grant: &Grant) -> Result<()
         active_until: None,
         ended: vec![token.secret().to_owned()],
         moved: grant.state == domain::TokenState::Waiting,
+        line_ended: None,
     };
     if let Err(e) = queue::publish(&svc.redis, &svc.keys, &event).await {
         tracing::warn!(error = %e, "could not announce an ended token");
@@ -99,41 +114,77 @@ pub async fn end(svc: &Services, token: &QueueToken, grant: &Grant) -> Result<()
 }
 
 /// One admission tick for every concert with a waiting room; announces what moved.
+/// Each concert's tick stands alone: one that fails is logged and counted, and the
+/// others still tick.
 pub async fn tick_all(svc: &Services) -> anyhow::Result<()> {
     let mut concerts = queue::registered(&svc.redis, &svc.keys).await?;
     concerts.extend(svc.known_queues());
     concerts.sort_unstable();
     concerts.dedup();
-    let policy = svc.settings.admission_policy();
-    for concert in concerts {
-        let tick = queue::tick(&svc.redis, &svc.keys, concert, &policy).await?;
-        observe(svc, concert, &tick, &policy);
-        if tick.admitted.is_empty() && tick.abandoned == 0 {
-            continue;
-        }
-        if tick.abandoned > 0 {
-            tracing::info!(concert = %concert, abandoned = tick.abandoned, "waiters left the line");
-        }
-        let event = QueueEvent {
-            concert,
-            active_until: tick.active_until.map(|t| t.timestamp_millis()),
-            admitted: tick.admitted,
-            ended: Vec::new(),
-            moved: true,
-        };
-        queue::publish(&svc.redis, &svc.keys, &event).await?;
+    if let Err(e) = sale::refresh(svc, &concerts).await {
+        // The copies in memory stay as they were: a MySQL outage neither opens,
+        // pauses nor closes anything it did not already.
+        tracing::warn!(
+            error = format!("{e:#}"),
+            "could not reread the sales; ticking as before"
+        );
     }
+    let sales = sale::known(svc);
+    let mut failed = None;
+    for concert in concerts {
+        let Some(sale) = sales.get(&concert) else {
+            continue;
+        };
+        if let Err(e) = tick_one(svc, concert, sale).await {
+            tracing::warn!(concert = %concert, error = format!("{e:#}"), "admission tick failed");
+            failed = Some(e);
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+async fn tick_one(svc: &Services, concert: ConcertId, sale: &Sale) -> anyhow::Result<()> {
+    let policy = sale::policy(svc, &sale.settings);
+    let mode = sale.line_mode();
+    let tick = queue::tick(&svc.redis, &svc.keys, concert, &policy, mode).await?;
+    observe(svc, concert, &tick, &policy, sale);
+    if tick.opened && sale.settings.state == SaleState::Scheduled {
+        sale::record_opening(svc, concert, crate::now()).await?;
+    }
+    if tick.abandoned > 0 {
+        tracing::info!(concert = %concert, abandoned = tick.abandoned, "waiters left the line");
+    }
+    let line_ended = (tick.sent_away > 0).then_some(if sale.sold_out {
+        LineEnd::SoldOut
+    } else {
+        LineEnd::Closed
+    });
+    if tick.admitted.is_empty() && tick.abandoned == 0 && !tick.opened_now && line_ended.is_none() {
+        return Ok(());
+    }
+    let event = QueueEvent {
+        concert,
+        active_until: tick.active_until.map(|t| t.timestamp_millis()),
+        admitted: tick.admitted,
+        ended: Vec::new(),
+        moved: true,
+        line_ended,
+    };
+    queue::publish(&svc.redis, &svc.keys, &event).await?;
     Ok(())
 }
 
-fn observe(svc: &Services, concert: ConcertId, tick: &Tick, policy: &AdmissionPolicy) {
+fn observe(svc: &Services, concert: ConcertId, tick: &Tick, policy: &AdmissionPolicy, sale: &Sale) {
     let m = &svc.metrics;
     let label = concert.to_string();
     let label = [label.as_str()];
     let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     m.queue_waiting
         .with_label_values(&label)
-        .set(gauge(tick.waiting));
+        .set(gauge(tick.waiting.saturating_sub(tick.prequeued())));
+    m.queue_prequeued
+        .with_label_values(&label)
+        .set(gauge(tick.prequeued()));
     m.queue_active
         .with_label_values(&label)
         .set(gauge(tick.active));
@@ -146,6 +197,16 @@ fn observe(svc: &Services, concert: ConcertId, tick: &Tick, policy: &AdmissionPo
     m.queue_abandoned
         .with_label_values(&label)
         .inc_by(tick.abandoned);
+    let state = sale.settings.state_at(crate::now());
+    for each in SaleState::ALL {
+        let name = each.as_str().to_lowercase();
+        m.sale_state
+            .with_label_values(&[label[0], name.as_str()])
+            .set(i64::from(each == state));
+    }
+    m.sale_sold_out
+        .with_label_values(&label)
+        .set(i64::from(sale.sold_out));
     for waited in &tick.waited {
         m.queue_wait.observe(waited.as_secs_f64());
     }
@@ -158,26 +219,6 @@ pub async fn run_admission(svc: Services, shutdown: impl Future<Output = ()>) {
         let ticked = tick_all(&svc).await;
         let result = if ticked.is_ok() { "ok" } else { "error" };
         svc.metrics.queue_ticks.with_label_values(&[result]).inc();
-        if let Err(e) = ticked {
-            tracing::warn!(error = format!("{e:#}"), "admission tick failed");
-        }
     })
     .await;
-}
-
-/// Concerts are never deleted, so a concert seen once is remembered.
-async fn concert_exists(svc: &Services, concert: ConcertId) -> anyhow::Result<bool> {
-    if svc
-        .concerts
-        .read()
-        .is_ok_and(|known| known.contains(&concert))
-    {
-        return Ok(true);
-    }
-    let mut conn = svc.db().await?;
-    let exists = catalog::concert(&mut conn, concert).await?.is_some();
-    if exists && let Ok(mut known) = svc.concerts.write() {
-        known.insert(concert);
-    }
-    Ok(exists)
 }

@@ -13,7 +13,7 @@ use domain::{
 
 use super::{Abort, Services, catalog, retry_deadlocks};
 use crate::db::reservations::NewHold;
-use crate::db::{self, outbox, reservations};
+use crate::db::{self, outbox, reservations, sale_settings};
 use crate::metrics::Outcome;
 use crate::redis::cache::Entry;
 use crate::redis::lock;
@@ -107,9 +107,20 @@ async fn hold_in_db(
     now: DateTime<Utc>,
 ) -> Result<Reservation, HoldError> {
     let held_until = svc.settings.hold_seconds.ends_at(now);
+    let seats_per_fan = super::sale::current(svc, concert)
+        .await?
+        .map_or(domain::SaleSettings::DEFAULT_MAX_SEATS_PER_FAN, |s| {
+            s.settings.max_seats_per_fan
+        });
     let mut conn = svc.db().await?;
     retry_deadlocks!(
         conn.transaction(async |conn| {
+            // The fan's row first: their concurrent holds count one after another.
+            sale_settings::lock_fan(conn, concert, &grant.user_id).await?;
+            let taken = sale_settings::fan_seats(conn, concert, &grant.user_id, now).await?;
+            if taken >= u64::from(seats_per_fan) {
+                return Err(Abort::Outcome(HoldError::SeatLimit(seats_per_fan)));
+            }
             let locked = reservations::lock_seat(conn, schedule, seat)
                 .await?
                 .ok_or(Abort::Outcome(HoldError::SeatNotFound))?;

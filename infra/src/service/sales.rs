@@ -43,7 +43,7 @@ pub fn delta(event: &DomainEvent) -> Option<(ConcertId, SalesDelta)> {
                 ..one
             },
         )),
-        DomainEvent::PointsCharged { .. } => None,
+        DomainEvent::PointsCharged { .. } | DomainEvent::SaleChanged { .. } => None,
     }
 }
 

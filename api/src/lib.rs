@@ -60,11 +60,21 @@ not failures.
 **Retries**: money-moving calls take an `Idempotency-Key` header; retrying with the \
 same key never acts twice and replays the first answer.
 
+**Sales**: a concert's sale may open later (`sale.opensAt` when it is created): fans \
+who join before wait in a pre-queue with no position and get places in a random order \
+at the opening, ahead of everyone who joins later. Operators pause, resume, close and \
+tune a sale through `/v1/admin/concerts/{concertId}/sale`; `GET \
+/v1/concerts/{concertId}/sale` is its public status. A fan holds or buys at most the \
+sale's `maxSeatsPerFan` seats (`409 SEAT_LIMIT`), and joins are limited per client \
+(`429 RATE_LIMITED` with `Retry-After`).
+
 **Waiting room over WebSocket**: `GET /v1/queue/ws?token=<token>` upgrades to a \
-WebSocket that sends JSON text messages: `{\"type\":\"position\",\"position\":12,\
+WebSocket that sends JSON text messages: `{\"type\":\"prequeue\",\"opensAt\":\"<RFC \
+3339>\"}` before the sale opens, `{\"type\":\"position\",\"position\":12,\
 \"peopleAhead\":11,\"etaSeconds\":6}` whenever the place changes (at most four a \
 second), `{\"type\":\"admitted\",\"activeUntil\":\"<RFC 3339>\"}` the moment the token \
-is let in, and `{\"type\":\"expired\"}` when it ends. The first message comes at once \
+is let in, `{\"type\":\"expired\"}` when it ends, and `{\"type\":\"closed\"}` or \
+`{\"type\":\"soldOut\"}` when the line ends for everyone. The first message comes at once \
 on every (re)connect. Close codes: 4401 unknown token (never issued, or lost when \
 Redis lost its data: join again), 4410 token expired or ended, 1008 the client sent \
 too much (too many messages, or one over 4 KiB), 1002 a broken frame, 1013 a \

@@ -252,7 +252,7 @@ impl Metrics {
             queue_joins: counters(
                 r,
                 "queue_joins_total",
-                "Waiting-room joins by result (created, existing, unauthenticated, concert_not_found, unavailable, error, rate_limited).",
+                "Waiting-room joins by result (created, existing, unauthenticated, concert_not_found, sale_closed, sold_out, rate_limited, unavailable, error).",
                 &["result"],
             ),
             identity_verifications: counters(

@@ -663,3 +663,56 @@ async fn bad_settings_and_controls_are_refused_with_a_code_and_change_nothing() 
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_at_the_opening_the_sale_opens_when_it_is_back_and_not_before() {
+    use crate::own_redis::OwnRedis;
+
+    let dir = std::env::temp_dir().join(format!("boxoffice-redis-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = crate::broker::free_port();
+    let mut redis = OwnRedis::start_persistent(port, &dir);
+    let app = TestApp::spawn_with(|s| {
+        s.redis_url = format!("redis://127.0.0.1:{port}").into();
+        s.redis_timeout_ms = 300;
+    })
+    .await;
+    let opens_at = Utc::now() + chrono::Duration::seconds(2);
+    let (concert, _) = app
+        .create_sale(&[10], 100, &json!({"opensAt": opens_at.to_rfc3339()}))
+        .await;
+    let fans: Vec<String> = (0..5).map(|i| format!("patient-{i}")).collect();
+    let joined = join_many(&[&app], concert, &fans).await;
+
+    redis.stop();
+    until(
+        "the opening time passes",
+        Duration::from_secs(10),
+        async || Utc::now() > opens_at + chrono::Duration::seconds(1),
+    )
+    .await;
+    let scheduled = "SELECT COUNT(*) FROM sale_settings WHERE state = 'SCHEDULED'";
+    assert_eq!(
+        app.scalar(scheduled).await,
+        1,
+        "nothing opened without Redis"
+    );
+
+    let back = Utc::now();
+    let _redis = OwnRedis::start_persistent(port, &dir);
+    let active_for = chrono::Duration::seconds(app.svc.settings.token_active_seconds as i64);
+    for (_, ticket) in &joined {
+        let token = ticket["token"].as_str().unwrap();
+        let admitted = admitted_at(&app, token, active_for).await;
+        assert!(
+            admitted >= back,
+            "admitted at {admitted}, before Redis was back at {back}"
+        );
+    }
+    assert_eq!(app.scalar(scheduled).await, 0);
+    let openings = format!(
+        "SELECT COUNT(*) FROM outbox WHERE event_key = 'sale-{concert}' AND payload LIKE '%\"action\":\"open\"%'"
+    );
+    assert_eq!(app.scalar(&openings).await, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,10 +4,11 @@ use infra::Services;
 use infra::service::admin;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
+use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::Tag;
 use super::sale::SaleSettingsInput;
+use super::{Tag, absent_or_value};
 use crate::auth::AdminAuth;
 use crate::error::ApiResult;
 use crate::text::Text;
@@ -26,7 +27,7 @@ pub struct CreateConcert {
     pub schedules: Vec<CreateSchedule>,
     /// The sale: when it opens, how fast and how many fans are let in, seats per
     /// fan. Absent: on sale at once with the server's defaults and 4 seats per fan.
-    pub sale: Option<SaleSettingsInput>,
+    pub sale: MaybeUndefined<SaleSettingsInput>,
 }
 
 #[derive(Debug, Object)]
@@ -57,11 +58,12 @@ impl poem_openapi::types::Example for CreateConcert {
                 price: 10_000,
                 prices: None,
             }],
-            sale: Some(SaleSettingsInput {
-                opens_at: DateTime::from_timestamp(1_789_000_000, 0),
-                admission_rate: Some(200),
-                active_capacity: Some(2_000),
-                max_seats_per_fan: Some(4),
+            sale: MaybeUndefined::Value(SaleSettingsInput {
+                opens_at: DateTime::from_timestamp(1_789_000_000, 0)
+                    .map_or(MaybeUndefined::Undefined, MaybeUndefined::Value),
+                admission_rate: MaybeUndefined::Value(200),
+                active_capacity: MaybeUndefined::Value(2_000),
+                max_seats_per_fan: MaybeUndefined::Value(4),
             }),
         }
     }
@@ -164,13 +166,11 @@ impl AdminApi {
             .collect::<Result<_, ValidationError>>()?;
         let concert = NewConcert::new(&body.title.0, &body.artist.0, schedules)?;
         let now = infra::now();
-        let sale = SaleSettings::new(
-            body.sale
-                .as_ref()
-                .map(SaleSettingsInput::changes)
-                .unwrap_or_default(),
-            now,
-        )?;
+        let sale = match absent_or_value(&body.sale, "sale")? {
+            Some(sale) => sale.changes()?,
+            None => domain::sale::SaleChanges::default(),
+        };
+        let sale = SaleSettings::new(sale, now)?;
         let (id, schedule_ids) = admin::create_concert(&self.svc, &concert, &sale, now).await?;
         Ok(CreateConcertResponse::Created(Json(CreatedConcert {
             concert_id: id.0,

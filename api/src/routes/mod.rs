@@ -11,6 +11,9 @@ pub mod reservations;
 pub mod sale;
 
 use poem_openapi::Tags;
+use poem_openapi::types::MaybeUndefined;
+
+use crate::error::{ApiError, ErrorCode};
 
 #[derive(Debug, Tags)]
 pub enum Tag {
@@ -30,4 +33,20 @@ pub enum Tag {
     Admin,
     /// Liveness and readiness probes.
     Operations,
+}
+
+/// An optional body field: absent is fine, `null` is not (the spec says it is a
+/// value when present, so a client sending `null` has a bug worth hearing about).
+pub(crate) fn absent_or_value<'a, T>(
+    field: &'a MaybeUndefined<T>,
+    name: &str,
+) -> Result<Option<&'a T>, ApiError> {
+    match field {
+        MaybeUndefined::Undefined => Ok(None),
+        MaybeUndefined::Value(value) => Ok(Some(value)),
+        MaybeUndefined::Null => Err(ApiError::new(
+            ErrorCode::MalformedRequest,
+            format!("{name} must be left out or given a value, not null"),
+        )),
+    }
 }

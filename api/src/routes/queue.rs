@@ -6,10 +6,10 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
-use super::Tag;
 use super::sale::PublicSaleState;
+use super::{Tag, absent_or_value};
 use crate::auth::QueueAuth;
-use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::error::ApiResult;
 use crate::text::Text;
 
 #[derive(Debug)]
@@ -169,8 +169,8 @@ impl QueueApi {
     #[oai(path = "/tokens", method = "post", operation_id = "joinQueue")]
     async fn join(&self, body: Json<JoinRequest>) -> ApiResult<JoinResponse> {
         let credentials = Credentials {
-            id_token: absent_or_string(&body.id_token, "idToken")?,
-            user_id: absent_or_string(&body.user_id, "userId")?,
+            id_token: absent_or_value(&body.id_token, "idToken")?.map(|t| t.0.as_str()),
+            user_id: absent_or_value(&body.user_id, "userId")?.map(|t| t.0.as_str()),
         };
         let concert = ConcertId(body.concert_id);
         let (user, joined) = infra::service::queue::join(&self.svc, credentials, concert).await?;
@@ -245,19 +245,4 @@ async fn opening(svc: &Services, concert: ConcertId) -> ApiResult<Option<DateTim
     Ok(infra::service::sale::current(svc, concert)
         .await?
         .and_then(|s| s.settings.opens_at))
-}
-
-/// An optional string field: absent is fine, `null` is not (the spec says string).
-fn absent_or_string<'a>(
-    field: &'a MaybeUndefined<Text>,
-    name: &str,
-) -> Result<Option<&'a str>, ApiError> {
-    match field {
-        MaybeUndefined::Undefined => Ok(None),
-        MaybeUndefined::Value(text) => Ok(Some(text.0.as_str())),
-        MaybeUndefined::Null => Err(ApiError::new(
-            ErrorCode::MalformedRequest,
-            format!("{name} must be a string when present, not null"),
-        )),
-    }
 }

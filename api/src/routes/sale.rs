@@ -8,11 +8,12 @@ use infra::Services;
 use infra::service::sale::{self, FanView, SaleReport};
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
+use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
-use super::Tag;
+use super::{Tag, absent_or_value};
 use crate::auth::AdminAuth;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 
 #[derive(Debug)]
 pub struct SaleApi {
@@ -72,26 +73,27 @@ pub struct SaleSettingsInput {
     /// When the sale opens; must be in the future, and can move only while the
     /// sale is SCHEDULED. Fans who join earlier wait in a pre-queue and get places
     /// in a random order at the opening. Default: on sale at once.
-    pub opens_at: Option<DateTime<Utc>>,
+    pub opens_at: MaybeUndefined<DateTime<Utc>>,
     /// Fans admitted per second, 1-10000. Default: the server's.
     #[oai(validator(minimum(value = "1"), maximum(value = "10000")))]
-    pub admission_rate: Option<u64>,
+    pub admission_rate: MaybeUndefined<u64>,
     /// Fans admitted (ACTIVE) at once, 1-1000000. Default: the server's.
     #[oai(validator(minimum(value = "1"), maximum(value = "1000000")))]
-    pub active_capacity: Option<u64>,
+    pub active_capacity: MaybeUndefined<u64>,
     /// Seats one fan may hold or buy of this concert, 1-100. Default: 4.
     #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
-    pub max_seats_per_fan: Option<u32>,
+    pub max_seats_per_fan: MaybeUndefined<u32>,
 }
 
 impl SaleSettingsInput {
-    pub fn changes(&self) -> SaleChanges {
-        SaleChanges {
-            opens_at: self.opens_at,
-            admission_rate: self.admission_rate,
-            active_capacity: self.active_capacity,
-            max_seats_per_fan: self.max_seats_per_fan,
-        }
+    /// The settings given; `null` for any of them is `400 MALFORMED_REQUEST`.
+    pub fn changes(&self) -> Result<SaleChanges, ApiError> {
+        Ok(SaleChanges {
+            opens_at: absent_or_value(&self.opens_at, "opensAt")?.copied(),
+            admission_rate: absent_or_value(&self.admission_rate, "admissionRate")?.copied(),
+            active_capacity: absent_or_value(&self.active_capacity, "activeCapacity")?.copied(),
+            max_seats_per_fan: absent_or_value(&self.max_seats_per_fan, "maxSeatsPerFan")?.copied(),
+        })
     }
 }
 
@@ -176,7 +178,7 @@ pub enum PublicSaleResponse {
     Ok(Json<PublicSale>),
 }
 
-#[OpenApi(tag = "Tag::Admin")]
+#[OpenApi]
 impl SaleApi {
     /// A sale, as its operator sees it
     ///
@@ -185,7 +187,8 @@ impl SaleApi {
     #[oai(
         path = "/v1/admin/concerts/:concertId/sale",
         method = "get",
-        operation_id = "getSale"
+        operation_id = "getSale",
+        tag = "Tag::Admin"
     )]
     async fn get(
         &self,
@@ -206,7 +209,8 @@ impl SaleApi {
     #[oai(
         path = "/v1/admin/concerts/:concertId/sale",
         method = "patch",
-        operation_id = "changeSale"
+        operation_id = "changeSale",
+        tag = "Tag::Admin"
     )]
     async fn change(
         &self,
@@ -221,7 +225,7 @@ impl SaleApi {
         sale::change(
             &self.svc,
             ConcertId(concert_id.0),
-            body.changes(),
+            body.changes()?,
             infra::now(),
         )
         .await?;
@@ -235,7 +239,8 @@ impl SaleApi {
     #[oai(
         path = "/v1/admin/concerts/:concertId/sale/pause",
         method = "post",
-        operation_id = "pauseSale"
+        operation_id = "pauseSale",
+        tag = "Tag::Admin"
     )]
     async fn pause(
         &self,
@@ -256,7 +261,8 @@ impl SaleApi {
     #[oai(
         path = "/v1/admin/concerts/:concertId/sale/resume",
         method = "post",
-        operation_id = "resumeSale"
+        operation_id = "resumeSale",
+        tag = "Tag::Admin"
     )]
     async fn resume(
         &self,
@@ -278,7 +284,8 @@ impl SaleApi {
     #[oai(
         path = "/v1/admin/concerts/:concertId/sale/close",
         method = "post",
-        operation_id = "closeSale"
+        operation_id = "closeSale",
+        tag = "Tag::Admin"
     )]
     async fn close(
         &self,

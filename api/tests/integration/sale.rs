@@ -594,6 +594,8 @@ async fn bad_settings_and_controls_are_refused_with_a_code_and_change_nothing() 
         json!({"maxSeatsPerFan": 101}),
         json!({"maxSeatsPerFan": -1}),
         json!({"opensAt": "tomorrow"}),
+        json!({"opensAt": null}),
+        json!({"admissionRate": null}),
     ] {
         let res = create(bad.clone()).await;
         assert!(res.status().is_client_error(), "{bad}: {}", res.status());
@@ -634,6 +636,8 @@ async fn bad_settings_and_controls_are_refused_with_a_code_and_change_nothing() 
     .await;
     let res = change(&app, concert, &json!({"admissionRate": 20_000})).await;
     assert!(res.status().is_client_error());
+    let res = change(&app, concert, &json!({"maxSeatsPerFan": null})).await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "MALFORMED_REQUEST").await;
     assert_eq!(sale(&app, concert).await, before, "nothing changed");
     assert_problem(
         control(&app, 999_999, "pause").await,

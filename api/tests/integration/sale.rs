@@ -720,3 +720,48 @@ async fn with_redis_down_at_the_opening_the_sale_opens_when_it_is_back_and_not_b
     assert_eq!(app.scalar(&openings).await, 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_pre_queued_socket_hears_its_place_within_a_second_of_the_opening() {
+    let a = TestApp::spawn().await;
+    let b = a.spawn_peer(|_| {}).await;
+    let opens_at = Utc::now() + chrono::Duration::seconds(3);
+    let (concert, _) = a
+        .create_sale(
+            &[10],
+            100,
+            &json!({"opensAt": opens_at.to_rfc3339(), "activeCapacity": 1}),
+        )
+        .await;
+    let fans: Vec<String> = (0..40).map(|i| format!("socket-{i}")).collect();
+    let joined = join_many(&[&a, &b], concert, &fans).await;
+    let mut sockets = Vec::new();
+    for (i, (_, ticket)) in joined.iter().enumerate() {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let mut socket = connect(app, ticket["token"].as_str().unwrap()).await;
+        assert_eq!(next_message(&mut socket).await.unwrap()["type"], "prequeue");
+        sockets.push(socket);
+    }
+    assert!(
+        Utc::now() < opens_at,
+        "the sockets took too long for this test"
+    );
+    let heard = join_all(sockets.iter_mut().map(|socket| async move {
+        loop {
+            let message = next_message(socket).await.expect("open");
+            if matches!(message["type"].as_str(), Some("position" | "admitted")) {
+                return (Utc::now(), message);
+            }
+        }
+    }))
+    .await;
+    let mut positions = HashSet::new();
+    for (at, message) in heard {
+        assert!(
+            at < opens_at + chrono::Duration::seconds(1),
+            "heard {message} at {at}, over a second after the opening at {opens_at}"
+        );
+        positions.insert(message["position"].as_u64().unwrap_or(0));
+    }
+    assert_eq!(positions.len(), fans.len(), "every socket its own place");
+}

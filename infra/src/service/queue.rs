@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use domain::queue::AdmissionPolicy;
 use domain::token::Grant;
-use domain::{ConcertId, JoinError, QueueToken, TokenError, UserId};
-
-use domain::SaleState;
+use domain::{ConcertId, JoinError, QueueToken, SaleState, TokenError, UserId};
 
 use super::Services;
 use super::sale::{self, FanView, Sale};
@@ -145,12 +143,8 @@ pub async fn tick_all(svc: &Services) -> anyhow::Result<()> {
 
 async fn tick_one(svc: &Services, concert: ConcertId, sale: &Sale) -> anyhow::Result<()> {
     let policy = sale::policy(svc, &sale.settings);
-    let mode = sale.line_mode();
-    let tick = queue::tick(&svc.redis, &svc.keys, concert, &policy, mode).await?;
+    let tick = queue::tick(&svc.redis, &svc.keys, concert, &policy, sale.line_mode()).await?;
     observe(svc, concert, &tick, &policy, sale);
-    if tick.opened && sale.settings.state == SaleState::Scheduled {
-        sale::record_opening(svc, concert, crate::now()).await?;
-    }
     if tick.abandoned > 0 {
         tracing::info!(concert = %concert, abandoned = tick.abandoned, "waiters left the line");
     }
@@ -159,18 +153,23 @@ async fn tick_one(svc: &Services, concert: ConcertId, sale: &Sale) -> anyhow::Re
     } else {
         LineEnd::Closed
     });
-    if tick.admitted.is_empty() && tick.abandoned == 0 && !tick.opened_now && line_ended.is_none() {
-        return Ok(());
+    let opened = tick.opened && sale.settings.state == SaleState::Scheduled;
+    if !tick.admitted.is_empty() || tick.abandoned > 0 || tick.opened_now || line_ended.is_some() {
+        let event = QueueEvent {
+            concert,
+            active_until: tick.active_until.map(|t| t.timestamp_millis()),
+            admitted: tick.admitted,
+            ended: Vec::new(),
+            moved: true,
+            line_ended,
+        };
+        queue::publish(&svc.redis, &svc.keys, &event).await?;
     }
-    let event = QueueEvent {
-        concert,
-        active_until: tick.active_until.map(|t| t.timestamp_millis()),
-        admitted: tick.admitted,
-        ended: Vec::new(),
-        moved: true,
-        line_ended,
-    };
-    queue::publish(&svc.redis, &svc.keys, &event).await?;
+    // Redis opened the line; MySQL records it (and its event) once, after the fans
+    // have heard: a MySQL outage delays the record, not the opening.
+    if opened {
+        sale::record_opening(svc, concert, crate::now()).await?;
+    }
     Ok(())
 }
 

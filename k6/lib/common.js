@@ -214,7 +214,12 @@ export function waitReady() {
   fail(`the app at ${BASE} is not ready`);
 }
 
-/** Creates a concert with one schedule per entry of `seatCounts`; returns its ids. */
+/**
+ * Creates a concert with one schedule per entry of `seatCounts`; returns its ids. Its
+ * sale lets one fan take up to 100 seats (the most a sale allows): the load profiles
+ * replay the original report, where one VU plays one user who holds or buys seat after
+ * seat, so the default of 4 seats per fan would turn them into SEAT_LIMIT refusals.
+ */
 export function seedConcert(title, seatCounts, price) {
   waitReady();
   const res = http.post(
@@ -228,6 +233,7 @@ export function seedConcert(title, seatCounts, price) {
         seatCount,
         price,
       })),
+      sale: { maxSeatsPerFan: 100 },
     }),
     { headers: { 'Content-Type': 'application/json', 'X-Api-Key': ADMIN_KEY }, tags: { name: 'setup' } },
   );

@@ -202,6 +202,36 @@ async fn a_broker_outage_loses_nothing() {
     let _ = stop.send(());
 }
 
+/// A first `./dev up`: the API and the sales consumer start before there is any
+/// broker (it is still being built); sales go on, and once a broker is there the
+/// projection learns of every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_broker_yet_the_app_serves_and_the_projection_catches_up_when_one_comes() {
+    let mut broker = Broker::start().await;
+    broker.stop();
+    let app = relaying_app(&broker).await;
+    let stop = consume_in_background(&app);
+    let (concert, schedules) = app.create_concert(&[10], 1_000).await;
+    buy_many(&app, concert, schedules[0], "early", 1..6).await;
+    let ready: Value = app.get("/health/ready", None).await.json().await.unwrap();
+    assert_eq!(
+        (ready["status"].as_str(), ready["relay"].as_str()),
+        (Some("up"), Some("degraded")),
+        "{ready}"
+    );
+    assert!(unpublished(&app).await > 0);
+    assert_eq!(sales(&app, concert).await["seatsSold"], 0);
+
+    broker.resume().await;
+    until("the projection catches up", 120, async || {
+        sales(&app, concert).await["seatsSold"] == 5
+    })
+    .await;
+    assert_eq!(unpublished(&app).await, 0);
+    assert_projection_matches_mysql(&app, concert).await;
+    let _ = stop.send(());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_event_committed_before_a_crash_is_published_after_restart() {
     let mut broker = Broker::start().await;

@@ -124,6 +124,9 @@ pub async fn run(svc: Services, shutdown: impl Future<Output = ()>) {
             .with_label_values(&[&svc.settings.kafka_topic, result]);
     }
     tokio::pin!(shutdown);
+    // Not publishing until a first round has: the first may wait a minute for a
+    // broker that is not there yet (`./dev up` builds one in the background).
+    svc.relay.set(RelayState::Degraded);
     let mut producer = None;
     let mut session = None;
     let mut topic_ready = false;

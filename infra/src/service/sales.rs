@@ -97,12 +97,27 @@ pub async fn report(svc: &Services, concert: ConcertId) -> Result<ConcertSales, 
 
 /// Consumes until `shutdown` resolves. Undecodable events are logged and skipped
 /// (they would block the partition forever); a failure to apply one retries it.
+/// Without a broker yet (`./dev up` starts one in the background), it waits for one:
+/// whatever was committed meanwhile waits in the outbox and arrives once it is there.
 pub async fn consume(svc: Services, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    kafka::ensure_topic(&svc.settings).await?;
+    tokio::pin!(shutdown);
+    let mut waiting = false;
+    while let Err(e) = kafka::ensure_topic(&svc.settings).await {
+        if !waiting {
+            tracing::warn!(
+                error = format!("{e:#}"),
+                "no Kafka broker yet; waiting for one"
+            );
+            waiting = true;
+        }
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+    }
     let consumer: StreamConsumer = kafka::consumer(&svc.settings)?;
     consumer.subscribe(&[svc.settings.kafka_topic.as_str()])?;
     tracing::info!(topic = %svc.settings.kafka_topic, group = %svc.settings.kafka_consumer_group, "consuming");
-    tokio::pin!(shutdown);
     loop {
         let message = tokio::select! {
             () = &mut shutdown => break,

@@ -277,12 +277,35 @@ async fn admitted(app: &TestApp, concert: u64) -> Vec<String> {
         .unwrap()
 }
 
-/// How many were admitted during `window`, sampled from the operator's view.
-async fn admissions_over(app: &TestApp, concert: u64, window: Duration) -> u64 {
-    let start = sale(app, concert).await["active"].as_u64().unwrap();
-    let deadline = tokio::time::Instant::now() + window;
-    tokio::time::sleep_until(deadline).await;
-    sale(app, concert).await["active"].as_u64().unwrap() - start
+/// Redis's clock (ms): the admission ticks' clock.
+async fn redis_ms(app: &TestApp) -> i64 {
+    let mut redis = infra::redis::conn(&app.svc.redis).await.unwrap();
+    let (seconds, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut redis).await.unwrap();
+    seconds * 1_000 + micros / 1_000
+}
+
+/// Admissions of `concert` in Redis's clock window (`after`, `until`] (ms), from the
+/// admission record the ticks keep: exact however late this test looks.
+async fn admitted_between(app: &TestApp, concert: u64, after: i64, until: i64) -> u64 {
+    let prefix = app.svc.keys.prefix().to_owned();
+    let mut redis = infra::redis::conn(&app.svc.redis).await.unwrap();
+    redis::cmd("ZCOUNT")
+        .arg(format!("{prefix}:q:{{{concert}}}:admits"))
+        .arg(format!("({after}"))
+        .arg(until)
+        .query_async(&mut redis)
+        .await
+        .unwrap()
+}
+
+/// Waits until Redis's clock has passed `at` (ms).
+async fn until_redis_time(app: &TestApp, at: i64) {
+    until(
+        "Redis's clock moves on",
+        Duration::from_secs(10),
+        async || redis_ms(app).await > at,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -300,19 +323,27 @@ async fn pause_stops_every_instance_resume_keeps_line_order_and_a_new_rate_appli
             &app.waiting_token(concert, &format!("fan-{i}")).await,
         ));
     }
-    let at_ten = admissions_over(&a, concert, Duration::from_secs(2)).await;
-    assert!(
-        (10..=30).contains(&at_ten),
-        "10/s for 2 s admitted {at_ten}"
-    );
-
+    // Over three seconds at 10/s, then the rate goes to 50/s. A tick admits a
+    // second's worth at once, so a window of 3 s holds two or three seconds' worth.
+    until("forty admitted", Duration::from_secs(10), async || {
+        admitted(&a, concert).await.len() >= 40
+    })
+    .await;
     let res = change(&b, concert, &json!({"admissionRate": 50})).await;
+    let changed = redis_ms(&a).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.json::<Value>().await.unwrap()["admissionRate"], 50);
-    let at_fifty = admissions_over(&a, concert, Duration::from_secs(2)).await;
+    let at_ten = admitted_between(&a, concert, changed - 3_000, changed).await;
     assert!(
-        (60..=120).contains(&at_fifty),
-        "50/s for 2 s admitted {at_fifty}"
+        (20..=30).contains(&at_ten),
+        "10/s: {at_ten} in the 3 s before the change"
+    );
+    // From one tick after the change (20 ms here), 50 a second on both instances.
+    until_redis_time(&a, changed + 3_100).await;
+    let at_fifty = admitted_between(&a, concert, changed + 100, changed + 3_100).await;
+    assert!(
+        (90..=150).contains(&at_fifty),
+        "50/s: {at_fifty} in the 3 s after the change"
     );
 
     let res = control(&a, concert, "pause").await;
@@ -324,13 +355,19 @@ async fn pause_stops_every_instance_resume_keeps_line_order_and_a_new_rate_appli
         async || sale(&b, concert).await["state"] == "PAUSED",
     )
     .await;
-    let paused = admissions_over(&b, concert, Duration::from_secs(2)).await;
-    assert_eq!(paused, 0, "admitted while paused");
+    let paused = redis_ms(&a).await;
+    until_redis_time(&a, paused + 2_000).await;
+    assert_eq!(
+        admitted_between(&a, concert, paused, paused + 2_000).await,
+        0,
+        "admitted while paused"
+    );
 
     let res = control(&b, concert, "resume").await;
     assert_eq!(res.json::<Value>().await.unwrap()["state"], "OPEN");
+    let resumed = admitted(&a, concert).await.len();
     until("admission resumes", Duration::from_secs(5), async || {
-        admitted(&a, concert).await.len() > at_ten as usize + at_fifty as usize + 20
+        admitted(&a, concert).await.len() > resumed + 20
     })
     .await;
     // Everyone admitted is a prefix of the line: nobody jumped anybody.

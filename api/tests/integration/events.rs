@@ -352,8 +352,8 @@ async fn two_instances_relay_one_at_a_time_and_publish_each_event_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_relay_waits_on_one_connection_and_takes_over_on_it() {
-    use diesel_async::{AsyncConnection as _, AsyncMysqlConnection, RunQueryDsl as _};
-    use infra::service::relay::RelayState;
+    use diesel_async::{AsyncMysqlConnection, RunQueryDsl as _};
+    use infra::service::relay::{LEADER_LOCK_NAME_SQL, RelayState};
     use secrecy::ExposeSecret as _;
 
     #[derive(diesel::QueryableByName)]
@@ -361,28 +361,30 @@ async fn a_standby_relay_waits_on_one_connection_and_takes_over_on_it() {
         #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Integer>)]
         got: Option<i32>,
     }
-    // Another session (the test's own, straight to MariaDB) is the relay.
-    let mut leader =
-        AsyncMysqlConnection::establish(&format!("{}/", crate::helpers::mysql_server()))
-            .await
-            .unwrap();
-    let locked: Got = diesel::sql_query("SELECT GET_LOCK('boxoffice_outbox_relay', 30) AS got")
-        .get_result(&mut leader)
-        .await
-        .unwrap();
+    // Another session (the test's own, straight to MariaDB, in the deployment's
+    // database) is the relay.
+    let deployment = TestApp::spawn().await;
+    let mut leader: AsyncMysqlConnection = deployment.db().await;
+    let locked: Got = diesel::sql_query(format!(
+        "SELECT GET_LOCK({LEADER_LOCK_NAME_SQL}, 30) AS got"
+    ))
+    .get_result(&mut leader)
+    .await
+    .unwrap();
     assert_eq!(locked.got, Some(1));
 
     // The instance reaches MariaDB through a proxy that counts its connections.
     let broker = Broker::start().await;
     let proxy = crate::mysql_loss::MysqlProxy::start().await;
     let topic = format!("boxoffice.test.{}", uuid::Uuid::now_v7().simple());
-    let app = TestApp::spawn_with(|s| {
-        s.database_url = proxy.url_for(s.database_url.expose_secret()).into();
-        s.outbox_relay = true;
-        s.kafka_brokers = broker.bootstrap();
-        s.kafka_topic = topic;
-    })
-    .await;
+    let app = deployment
+        .spawn_peer(|s| {
+            s.database_url = proxy.url_for(s.database_url.expose_secret()).into();
+            s.outbox_relay = true;
+            s.kafka_brokers = broker.bootstrap();
+            s.kafka_topic = topic;
+        })
+        .await;
     until("the instance stands by", 10, async || {
         app.svc.relay.get() == RelayState::Standby
     })
@@ -401,7 +403,7 @@ async fn a_standby_relay_waits_on_one_connection_and_takes_over_on_it() {
 
     // The lock is free: the standby takes over on the connection it kept.
     let before = proxy.accepted();
-    diesel::sql_query("SELECT RELEASE_LOCK('boxoffice_outbox_relay')")
+    diesel::sql_query(format!("SELECT RELEASE_LOCK({LEADER_LOCK_NAME_SQL})"))
         .execute(&mut leader)
         .await
         .unwrap();
@@ -414,4 +416,25 @@ async fn a_standby_relay_waits_on_one_connection_and_takes_over_on_it() {
         proxy.accepted() - before <= 1,
         "taking over needs no new connection"
     );
+}
+
+/// Named locks belong to the MySQL server, not to a database: two deployments (or
+/// test runs) on one server each relay their own outbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_deployments_on_one_mysql_server_each_relay_their_own_events() {
+    use infra::service::relay::RelayState;
+
+    let broker = Broker::start().await;
+    let first = relaying_app(&broker).await;
+    let second = relaying_app(&broker).await;
+    for app in [&first, &second] {
+        let (concert, schedules) = app.create_concert(&[5], 1_000).await;
+        buy(app, concert, schedules[0], "fan", 1).await;
+    }
+    for app in [&first, &second] {
+        until("each deployment relays", 30, async || {
+            app.svc.relay.get() == RelayState::Up && unpublished(app).await == 0
+        })
+        .await;
+    }
 }

@@ -2,7 +2,9 @@
 //! them published.
 //!
 //! One instance relays at a time: the one holding MySQL's named lock
-//! `boxoffice_outbox_relay` on its relay connection. MySQL frees the lock when that
+//! `boxoffice_outbox_relay.<16 hex digits of SHA-256 of the database's name>` on its
+//! relay connection (named locks belong to the server, so the database's name is in
+//! it: deployments sharing a server relay side by side). MySQL frees the lock when that
 //! connection or its process dies, and another instance takes over within a second;
 //! so several instances never race each other into publishing the same rows, and a
 //! reservation's events keep their order. A standby asks for the lock once a second
@@ -23,7 +25,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use diesel::sql_types::{Integer, Nullable, Text};
+use diesel::sql_types::{Integer, Nullable};
 use diesel_async::RunQueryDsl as _;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -35,7 +37,10 @@ use crate::db::DbConn;
 use crate::db::outbox::{self, Unsent};
 use crate::kafka;
 
-const LEADER_LOCK: &str = "boxoffice_outbox_relay";
+/// The leader lock of the connection's database, as SQL. Hashed to stay within the
+/// 64 characters MySQL allows a lock name.
+pub const LEADER_LOCK_NAME_SQL: &str =
+    "CONCAT('boxoffice_outbox_relay.', LEFT(SHA2(DATABASE(), 256), 16))";
 /// How often a standby instance tries to become the relay.
 const STANDBY_POLL: Duration = Duration::from_secs(1);
 /// The shortest time between two rounds started by the bell.
@@ -245,10 +250,10 @@ async fn round(
 
 /// Takes the relay lock on `conn` if no other session holds it; does not wait.
 async fn try_lock(conn: &mut DbConn) -> anyhow::Result<bool> {
-    let locked: Locked = diesel::sql_query("SELECT GET_LOCK(?, 0) AS got")
-        .bind::<Text, _>(LEADER_LOCK)
-        .get_result(conn)
-        .await?;
+    let locked: Locked =
+        diesel::sql_query(format!("SELECT GET_LOCK({LEADER_LOCK_NAME_SQL}, 0) AS got"))
+            .get_result(conn)
+            .await?;
     Ok(locked.got == Some(1))
 }
 

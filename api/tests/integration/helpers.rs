@@ -356,6 +356,13 @@ impl Drop for TestApp {
                 if let Ok(mut conn) =
                     AsyncMysqlConnection::establish(&format!("{}/", mysql_server())).await
                 {
+                    // The app may be frozen mid-transaction (a current-thread test's
+                    // runtime is blocked right here), holding locks DROP DATABASE
+                    // would wait for forever: end its sessions first.
+                    let _ = kill_sessions_of(&mut conn, &database).await;
+                    let _ = diesel::sql_query("SET SESSION lock_wait_timeout = 30")
+                        .execute(&mut conn)
+                        .await;
                     let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS `{database}`"))
                         .execute(&mut conn)
                         .await;
@@ -364,6 +371,30 @@ impl Drop for TestApp {
         })
         .join();
     }
+}
+
+/// Kills every MySQL session whose default database is `database`.
+async fn kill_sessions_of(
+    conn: &mut AsyncMysqlConnection,
+    database: &str,
+) -> diesel::QueryResult<()> {
+    #[derive(diesel::QueryableByName)]
+    struct Session {
+        #[diesel(sql_type = diesel::sql_types::Unsigned<diesel::sql_types::BigInt>)]
+        id: u64,
+    }
+    let sessions: Vec<Session> = diesel::sql_query(
+        "SELECT ID AS id FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()",
+    )
+    .bind::<diesel::sql_types::Text, _>(database)
+    .load(conn)
+    .await?;
+    for session in sessions {
+        let _ = diesel::sql_query(format!("KILL {}", session.id))
+            .execute(conn)
+            .await;
+    }
+    Ok(())
 }
 
 /// Asserts a problem+json answer with `status` and `code`, and returns its body.

@@ -130,7 +130,7 @@ pub struct SaleStatus {
 impl SaleStatus {
     fn new(concert: ConcertId, report: &SaleReport) -> Self {
         let settings = &report.sale.settings;
-        let prequeued = report.prequeued();
+        let prequeued = report.line.prequeued();
         Self {
             concert_id: concert.0,
             state: settings.state_at(infra::now()).into(),

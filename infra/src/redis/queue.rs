@@ -460,6 +460,13 @@ pub struct LineReport {
     pub abandoned: u64,
 }
 
+impl LineReport {
+    /// Fans waiting in the pre-queue: the whole line until it opens.
+    pub fn prequeued(&self) -> u64 {
+        if self.opened { 0 } else { self.waiting }
+    }
+}
+
 /// Counts `concert`'s line, in one pipelined round trip. Read-only.
 pub async fn report(pool: &RedisPool, keys: &Keys, concert: ConcertId) -> RedisResult<LineReport> {
     let q = QueueKeys::new(keys, concert);

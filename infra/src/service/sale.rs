@@ -297,15 +297,6 @@ pub struct SaleReport {
 }
 
 impl SaleReport {
-    /// Fans in the pre-queue (the whole line, until it opens).
-    pub fn prequeued(&self) -> u64 {
-        if self.line.opened {
-            0
-        } else {
-            self.line.waiting
-        }
-    }
-
     /// Admissions per second over the last [`domain::queue::RATE_WINDOW`].
     pub fn measured_rate(&self) -> f64 {
         #[expect(clippy::cast_precision_loss, reason = "a rate for people to read")]
@@ -332,26 +323,29 @@ impl SaleReport {
 }
 
 pub async fn report(svc: &Services, concert: ConcertId) -> Result<SaleReport, AdminError> {
-    let sale = current(svc, concert)
-        .await?
-        .ok_or(AdminError::ConcertNotFound)?;
-    let line = queue::report(&svc.redis, &svc.keys, concert)
-        .await
-        .map_err(|e| AdminError::Internal(unavailable(&e)))?;
-    Ok(SaleReport {
-        sale,
-        policy: policy(svc, &sale.settings),
-        line,
-    })
+    read(svc, concert).await?.ok_or(AdminError::ConcertNotFound)
 }
 
 /// The public view: the operator's, less what only operators see.
 pub async fn public(svc: &Services, concert: ConcertId) -> Result<SaleReport, LookupError> {
-    report(svc, concert).await.map_err(|e| match e {
-        AdminError::ConcertNotFound => LookupError::ConcertNotFound,
-        AdminError::Internal(e) => LookupError::Internal(e),
-        other => LookupError::Internal(anyhow::Error::new(other)),
-    })
+    read(svc, concert)
+        .await?
+        .ok_or(LookupError::ConcertNotFound)
+}
+
+/// `concert`'s sale and its line now; `None` if the concert does not exist.
+async fn read(svc: &Services, concert: ConcertId) -> anyhow::Result<Option<SaleReport>> {
+    let Some(sale) = current(svc, concert).await? else {
+        return Ok(None);
+    };
+    let line = queue::report(&svc.redis, &svc.keys, concert)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    Ok(Some(SaleReport {
+        sale,
+        policy: policy(svc, &sale.settings),
+        line,
+    }))
 }
 
 fn unavailable(e: &crate::redis::RedisCallError) -> anyhow::Error {

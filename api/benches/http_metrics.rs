@@ -48,11 +48,11 @@ fn cached_seat_map(c: &mut Criterion) {
         let concert = NewConcert {
             title: "Bench".into(),
             artist: "criterion".into(),
-            schedules: vec![NewSchedule {
-                venue: "Hall".into(),
-                starts_at: chrono::Utc::now(),
-                prices: vec![domain::Points(1_000); 50],
-            }],
+            schedules: vec![
+                NewSchedule::priced("Hall", chrono::Utc::now(), vec![domain::Points(1_000); 50])
+                    .unwrap(),
+            ],
+            cancellation: domain::CancellationPolicy::DEFAULT,
         };
         let sale =
             domain::SaleSettings::new(domain::sale::SaleChanges::default(), chrono::Utc::now())

@@ -5,8 +5,8 @@
 
 use domain::token::AccessDenied;
 use domain::{
-    AdminError, ChargeError, HoldError, IdentityError, JoinError, LookupError, PaymentError,
-    ReleaseError, TokenError, ValidationError,
+    AdminError, CancelError, ChargeError, HoldError, IdentityError, JoinError, LookupError,
+    PaymentError, ReleaseError, TokenError, ValidationError,
 };
 use poem::http::StatusCode;
 use poem_openapi::payload::Json;
@@ -60,6 +60,14 @@ pub enum ErrorCode {
     InvalidConcert,
     /// Sale settings out of range, or an opening not in the future (see `detail`).
     InvalidSaleSettings,
+    /// An order asks for no seats, too many, a seat twice, or both seats and a grade
+    /// (see `detail`).
+    InvalidOrder,
+    /// A grade name is not 1-32 letters, digits, `-` or `_`.
+    InvalidGrade,
+    /// A schedule's grades do not number its seats from 1 without gaps, or a grade
+    /// is named twice or priced out of range (see `detail`).
+    InvalidGrades,
     /// `POST /v1/queue/tokens` without `idToken` (or, in development mode, `userId`).
     MissingIdentity,
     /// The identity token is not one the login service signed for boxoffice: bad
@@ -87,17 +95,32 @@ pub enum ErrorCode {
     SeatNotFound,
     /// No such reservation among the caller's own.
     ReservationNotFound,
+    /// No such order among the caller's own.
+    OrderNotFound,
+    /// The schedule has no seats of this grade.
+    GradeNotFound,
     /// No such route.
     NotFound,
     MethodNotAllowed,
-    /// Someone else holds or bought the seat: pick another. An expected outcome in a rush.
+    /// Someone else holds or bought the seat (for an order: `detail` names every
+    /// taken seat): pick another. An expected outcome in a rush.
     SeatTaken,
+    /// The grade has fewer free seats than the order asks for.
+    NotEnoughSeats,
+    /// The show was cancelled: nothing of it is on sale.
+    ShowCancelled,
     /// The reservation is already paid.
     AlreadyPaid,
     /// The hold ran out before payment; the seat may be someone else's now.
     HoldExpired,
-    /// The reservation was released by its owner.
+    /// The reservation (or order) was released by its owner.
     ReservationReleased,
+    /// Only a paid order can be cancelled.
+    OrderNotPaid,
+    /// The order is cancelled: it can no longer be paid, and is not cancelled twice.
+    OrderCancelled,
+    /// Cancelling closed at the concert's cutoff before the show.
+    CancellationClosed,
     /// The fan already holds or bought the most seats of this concert one fan may
     /// (the sale's `maxSeatsPerFan`).
     SeatLimit,
@@ -139,9 +162,16 @@ impl ErrorCode {
             | C::ScheduleNotFound
             | C::SeatNotFound
             | C::ReservationNotFound
+            | C::OrderNotFound
+            | C::GradeNotFound
             | C::NotFound => StatusCode::NOT_FOUND,
             C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             C::SeatTaken
+            | C::NotEnoughSeats
+            | C::ShowCancelled
+            | C::OrderNotPaid
+            | C::OrderCancelled
+            | C::CancellationClosed
             | C::SeatLimit
             | C::SaleClosed
             | C::SoldOut
@@ -158,6 +188,9 @@ impl ErrorCode {
             | C::InvalidIdempotencyKey
             | C::InvalidConcert
             | C::InvalidSaleSettings
+            | C::InvalidOrder
+            | C::InvalidGrade
+            | C::InvalidGrades
             | C::InsufficientPoints
             | C::BalanceLimit => StatusCode::UNPROCESSABLE_ENTITY,
             C::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -192,7 +225,7 @@ pub enum ApiError {
     /// `userId` is not the identity token's subject (`IDENTITY_MISMATCH`).
     #[oai(status = 403, content_type = "application/problem+json")]
     Forbidden(Json<Problem>),
-    /// No such concert, schedule, seat or (own) reservation.
+    /// No such concert, schedule, seat, grade or (own) reservation or order.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
     /// The method is not allowed on this path.
@@ -334,6 +367,9 @@ impl From<ValidationError> for ApiError {
                 ErrorCode::InvalidConcert
             }
             ValidationError::Sale(_) => ErrorCode::InvalidSaleSettings,
+            ValidationError::Order(_) => ErrorCode::InvalidOrder,
+            ValidationError::Grade => ErrorCode::InvalidGrade,
+            ValidationError::Grades(_) => ErrorCode::InvalidGrades,
         };
         Self::new(code, e.to_string())
     }
@@ -404,7 +440,10 @@ impl From<HoldError> for ApiError {
         match e {
             HoldError::ScheduleNotFound => Self::new(ErrorCode::ScheduleNotFound, e.to_string()),
             HoldError::SeatNotFound => Self::new(ErrorCode::SeatNotFound, e.to_string()),
-            HoldError::SeatTaken => Self::new(ErrorCode::SeatTaken, e.to_string()),
+            HoldError::SeatTaken(_) => Self::new(ErrorCode::SeatTaken, e.to_string()),
+            HoldError::GradeNotFound => Self::new(ErrorCode::GradeNotFound, e.to_string()),
+            HoldError::NotEnoughSeats { .. } => Self::new(ErrorCode::NotEnoughSeats, e.to_string()),
+            HoldError::ShowCancelled => Self::new(ErrorCode::ShowCancelled, e.to_string()),
             HoldError::SeatLimit(_) => Self::new(ErrorCode::SeatLimit, e.to_string()),
             HoldError::Access(denied) => denied.into(),
             HoldError::Unavailable(cause) => Self::unavailable(&cause),
@@ -417,6 +456,7 @@ impl From<ReleaseError> for ApiError {
     fn from(e: ReleaseError) -> Self {
         match e {
             ReleaseError::NotFound => Self::new(ErrorCode::ReservationNotFound, e.to_string()),
+            ReleaseError::OrderNotFound => Self::new(ErrorCode::OrderNotFound, e.to_string()),
             ReleaseError::AlreadyPaid => Self::new(ErrorCode::AlreadyPaid, e.to_string()),
             ReleaseError::Internal(cause) => Self::internal(&cause),
         }
@@ -444,6 +484,8 @@ impl From<PaymentError> for ApiError {
             PaymentError::AlreadyPaid => Self::new(ErrorCode::AlreadyPaid, e.to_string()),
             PaymentError::HoldExpired => Self::new(ErrorCode::HoldExpired, e.to_string()),
             PaymentError::Released => Self::new(ErrorCode::ReservationReleased, e.to_string()),
+            PaymentError::OrderNotFound => Self::new(ErrorCode::OrderNotFound, e.to_string()),
+            PaymentError::Cancelled => Self::new(ErrorCode::OrderCancelled, e.to_string()),
             PaymentError::InsufficientPoints => {
                 Self::new(ErrorCode::InsufficientPoints, e.to_string())
             }
@@ -456,11 +498,27 @@ impl From<PaymentError> for ApiError {
     }
 }
 
+impl From<CancelError> for ApiError {
+    fn from(e: CancelError) -> Self {
+        let code = match e {
+            CancelError::NotFound => ErrorCode::OrderNotFound,
+            CancelError::NotPaid => ErrorCode::OrderNotPaid,
+            CancelError::AlreadyCancelled => ErrorCode::OrderCancelled,
+            CancelError::Closed => ErrorCode::CancellationClosed,
+            CancelError::IdempotencyKeyReused => ErrorCode::IdempotencyKeyReused,
+            CancelError::Internal(cause) => return Self::internal(&cause),
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
 impl From<AdminError> for ApiError {
     fn from(e: AdminError) -> Self {
         match e {
             AdminError::Invalid(invalid) => invalid.into(),
             AdminError::ConcertNotFound => Self::new(ErrorCode::ConcertNotFound, e.to_string()),
+            AdminError::ScheduleNotFound => Self::new(ErrorCode::ScheduleNotFound, e.to_string()),
+            AdminError::GradeNotFound => Self::new(ErrorCode::GradeNotFound, e.to_string()),
             AdminError::SaleConflict(_) | AdminError::AlreadyOpened(_) => {
                 Self::new(ErrorCode::SaleStateConflict, e.to_string())
             }

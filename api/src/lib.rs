@@ -27,8 +27,9 @@ use poem::{
 use poem_openapi::{ContactObject, LicenseObject, OpenApiService};
 use route_table::RouteTable;
 use routes::{
-    admin::AdminApi, concerts::ConcertsApi, health::HealthApi, payments::PaymentsApi,
-    points::PointsApi, queue::QueueApi, reservations::ReservationsApi, sale::SaleApi,
+    admin::AdminApi, concerts::ConcertsApi, health::HealthApi, orders::OrdersApi,
+    payments::PaymentsApi, points::PointsApi, queue::QueueApi, reservations::ReservationsApi,
+    sale::SaleApi, shows::ShowsApi,
 };
 use waiting_room::Hub;
 
@@ -36,9 +37,11 @@ type Apis = (
     QueueApi,
     ConcertsApi,
     ReservationsApi,
+    OrdersApi,
     PointsApi,
     PaymentsApi,
     AdminApi,
+    ShowsApi,
     SaleApi,
     HealthApi,
 );
@@ -87,9 +90,11 @@ pub fn api_service(svc: &Services) -> OpenApiService<Apis, ()> {
         QueueApi { svc: svc.clone() },
         ConcertsApi { svc: svc.clone() },
         ReservationsApi { svc: svc.clone() },
+        OrdersApi { svc: svc.clone() },
         PointsApi { svc: svc.clone() },
         PaymentsApi { svc: svc.clone() },
         AdminApi { svc: svc.clone() },
+        ShowsApi { svc: svc.clone() },
         SaleApi { svc: svc.clone() },
         HealthApi { svc: svc.clone() },
     );

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::{Points, SeatNo, ValidationError};
+use crate::{CancellationPolicy, Grade, GradeName, Points, SeatNo, ValidationError};
 
 /// A concert to create, checked whole before anything is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,14 +10,69 @@ pub struct NewConcert {
     pub title: String,
     pub artist: String,
     pub schedules: Vec<NewSchedule>,
+    pub cancellation: CancellationPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSchedule {
     pub venue: String,
     pub starts_at: DateTime<Utc>,
+    /// The seats' grades, numbering them 1..=N in order.
+    pub grades: Vec<Grade>,
     /// The price of each seat, seat 1 first.
     pub prices: Vec<Points>,
+}
+
+impl NewSchedule {
+    /// Seats priced by grade.
+    pub fn graded(
+        venue: &str,
+        starts_at: DateTime<Utc>,
+        grades: Vec<Grade>,
+    ) -> Result<Self, ValidationError> {
+        Grade::check_all(&grades)?;
+        let prices = grades
+            .iter()
+            .flat_map(|g| std::iter::repeat_n(g.price, g.seat_count() as usize))
+            .collect();
+        Ok(Self {
+            venue: venue.to_owned(),
+            starts_at,
+            grades,
+            prices,
+        })
+    }
+
+    /// Seats with a price each, seat 1 first: one grade, `STANDARD`, listed at the
+    /// lowest of them.
+    pub fn priced(
+        venue: &str,
+        starts_at: DateTime<Utc>,
+        prices: Vec<Points>,
+    ) -> Result<Self, ValidationError> {
+        let seats = u32::try_from(prices.len()).unwrap_or(u32::MAX);
+        let last = i64::from(seats);
+        let grade = Grade {
+            name: GradeName::standard(),
+            price: prices.iter().min().copied().unwrap_or_default(),
+            first_seat: SeatNo::parse(1)?,
+            last_seat: SeatNo::parse(last)
+                .map_err(|_| ValidationError::Concert("a schedule needs 1-100000 seats"))?,
+        };
+        Ok(Self {
+            venue: venue.to_owned(),
+            starts_at,
+            grades: vec![grade],
+            prices,
+        })
+    }
+
+    /// The grade of each seat, seat 1 first.
+    pub fn seat_grades(&self) -> impl Iterator<Item = &GradeName> {
+        self.grades
+            .iter()
+            .flat_map(|g| std::iter::repeat_n(&g.name, g.seat_count() as usize))
+    }
 }
 
 impl NewConcert {
@@ -30,6 +85,7 @@ impl NewConcert {
         title: &str,
         artist: &str,
         schedules: Vec<NewSchedule>,
+        cancellation: CancellationPolicy,
     ) -> Result<Self, ValidationError> {
         let title = text(title, "title must be 1-200 characters")?;
         let artist = text(artist, "artist must be 1-200 characters")?;
@@ -57,6 +113,7 @@ impl NewConcert {
             title,
             artist,
             schedules,
+            cancellation,
         })
     }
 }
@@ -78,13 +135,44 @@ mod tests {
         NewSchedule {
             venue: "Hall".into(),
             starts_at: Utc::now(),
+            grades: vec![],
             prices: vec![Points(price); seats],
         }
     }
 
     #[test]
+    fn graded_seats_take_their_grades_price_and_name() {
+        let grade = |name: &str, price, first, last| Grade {
+            name: GradeName::parse(name).unwrap(),
+            price: Points(price),
+            first_seat: SeatNo::parse(first).unwrap(),
+            last_seat: SeatNo::parse(last).unwrap(),
+        };
+        let s = NewSchedule::graded(
+            "Hall",
+            Utc::now(),
+            vec![grade("VIP", 300, 1, 2), grade("R", 100, 3, 5)],
+        )
+        .unwrap();
+        assert_eq!(s.prices, [300, 300, 100, 100, 100].map(Points));
+        let names: Vec<&str> = s.seat_grades().map(GradeName::as_str).collect();
+        assert_eq!(names, ["VIP", "VIP", "R", "R", "R"]);
+        let one = NewSchedule::priced("Hall", Utc::now(), vec![Points(5), Points(3)]).unwrap();
+        assert_eq!(one.grades.len(), 1);
+        assert_eq!(one.grades[0].price, Points(3));
+        assert_eq!(one.seat_grades().count(), 2);
+        assert!(NewSchedule::priced("Hall", Utc::now(), vec![]).is_err());
+    }
+
+    #[test]
     fn a_well_formed_concert_is_accepted_and_trimmed() {
-        let c = NewConcert::new("  Tour ", "Band", vec![schedule(50, 100)]).unwrap();
+        let c = NewConcert::new(
+            "  Tour ",
+            "Band",
+            vec![schedule(50, 100)],
+            CancellationPolicy::DEFAULT,
+        )
+        .unwrap();
         assert_eq!(c.title, "Tour");
         assert_eq!(c.schedules[0].prices.len(), 50);
     }
@@ -92,20 +180,80 @@ mod tests {
     #[test]
     fn every_limit_is_enforced() {
         let ok = || vec![schedule(1, 1)];
-        assert!(NewConcert::new("", "Band", ok()).is_err());
-        assert!(NewConcert::new("   ", "Band", ok()).is_err());
-        assert!(NewConcert::new(&"t".repeat(201), "Band", ok()).is_err());
-        assert!(NewConcert::new("Tour", "", ok()).is_err());
-        assert!(NewConcert::new("Tour", "Band", vec![]).is_err());
-        assert!(NewConcert::new("Tour", "Band", vec![schedule(1, 1); 101]).is_err());
-        assert!(NewConcert::new("Tour", "Band", vec![schedule(0, 1)]).is_err());
-        assert!(NewConcert::new("Tour", "Band", vec![schedule(100_001, 1)]).is_err());
-        assert!(NewConcert::new("Tour", "Band", vec![schedule(1, 10_000_001)]).is_err());
-        assert!(NewConcert::new("Tour", "Band", vec![schedule(100_000, 10_000_000)]).is_ok());
-        assert!(NewConcert::new("Tour", "Band", vec![schedule(100_000, 1); 5]).is_ok());
-        assert!(NewConcert::new("Tour", "Band", vec![schedule(100_000, 1); 6]).is_err());
+        assert!(NewConcert::new("", "Band", ok(), CancellationPolicy::DEFAULT).is_err());
+        assert!(NewConcert::new("   ", "Band", ok(), CancellationPolicy::DEFAULT).is_err());
+        assert!(
+            NewConcert::new(&"t".repeat(201), "Band", ok(), CancellationPolicy::DEFAULT).is_err()
+        );
+        assert!(NewConcert::new("Tour", "", ok(), CancellationPolicy::DEFAULT).is_err());
+        assert!(NewConcert::new("Tour", "Band", vec![], CancellationPolicy::DEFAULT).is_err());
+        assert!(
+            NewConcert::new(
+                "Tour",
+                "Band",
+                vec![schedule(1, 1); 101],
+                CancellationPolicy::DEFAULT
+            )
+            .is_err()
+        );
+        assert!(
+            NewConcert::new(
+                "Tour",
+                "Band",
+                vec![schedule(0, 1)],
+                CancellationPolicy::DEFAULT
+            )
+            .is_err()
+        );
+        assert!(
+            NewConcert::new(
+                "Tour",
+                "Band",
+                vec![schedule(100_001, 1)],
+                CancellationPolicy::DEFAULT
+            )
+            .is_err()
+        );
+        assert!(
+            NewConcert::new(
+                "Tour",
+                "Band",
+                vec![schedule(1, 10_000_001)],
+                CancellationPolicy::DEFAULT
+            )
+            .is_err()
+        );
+        assert!(
+            NewConcert::new(
+                "Tour",
+                "Band",
+                vec![schedule(100_000, 10_000_000)],
+                CancellationPolicy::DEFAULT
+            )
+            .is_ok()
+        );
+        assert!(
+            NewConcert::new(
+                "Tour",
+                "Band",
+                vec![schedule(100_000, 1); 5],
+                CancellationPolicy::DEFAULT
+            )
+            .is_ok()
+        );
+        assert!(
+            NewConcert::new(
+                "Tour",
+                "Band",
+                vec![schedule(100_000, 1); 6],
+                CancellationPolicy::DEFAULT
+            )
+            .is_err()
+        );
         let mut no_venue = schedule(1, 1);
         no_venue.venue = String::new();
-        assert!(NewConcert::new("Tour", "Band", vec![no_venue]).is_err());
+        assert!(
+            NewConcert::new("Tour", "Band", vec![no_venue], CancellationPolicy::DEFAULT).is_err()
+        );
     }
 }

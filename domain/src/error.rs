@@ -24,6 +24,12 @@ pub enum ValidationError {
     Concert(&'static str),
     #[error("{0}")]
     Sale(&'static str),
+    #[error("a grade is 1-32 letters, digits, '-' or '_'")]
+    Grade,
+    #[error("{0}")]
+    Grades(&'static str),
+    #[error("{0}")]
+    Order(&'static str),
 }
 
 /// Resolving a bearer token.
@@ -88,8 +94,15 @@ pub enum HoldError {
     ScheduleNotFound,
     #[error("this schedule has no such seat")]
     SeatNotFound,
-    #[error("the seat is held or sold")]
-    SeatTaken,
+    #[error("this schedule has no such grade")]
+    GradeNotFound,
+    /// The seats (of those asked for) that someone else holds or bought.
+    #[error("{} held or sold", seat_list(.0))]
+    SeatTaken(Vec<crate::SeatNo>),
+    #[error("only {free} seats of this grade are free")]
+    NotEnoughSeats { free: u32 },
+    #[error("this show was cancelled")]
+    ShowCancelled,
     #[error("you already hold or bought {0} seats of this concert, its limit per fan")]
     SeatLimit(u32),
     #[error(transparent)]
@@ -106,6 +119,9 @@ pub enum ReleaseError {
     /// Also what someone else's reservation looks like: its existence is not told.
     #[error("no such reservation")]
     NotFound,
+    /// Also what someone else's order looks like.
+    #[error("no such order")]
+    OrderNotFound,
     #[error("the reservation is paid and can no longer be released")]
     AlreadyPaid,
     #[error(transparent)]
@@ -134,6 +150,10 @@ pub enum PaymentError {
     HoldExpired,
     #[error("the reservation was released")]
     Released,
+    #[error("no such order")]
+    OrderNotFound,
+    #[error("the order was cancelled")]
+    Cancelled,
     #[error("not enough points")]
     InsufficientPoints,
     #[error(transparent)]
@@ -144,6 +164,33 @@ pub enum PaymentError {
     Internal(#[from] anyhow::Error),
 }
 
+/// Cancelling one's own paid order.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    /// Also what someone else's order looks like.
+    #[error("no such order")]
+    NotFound,
+    #[error("only a paid order can be cancelled")]
+    NotPaid,
+    #[error("the order is already cancelled")]
+    AlreadyCancelled,
+    #[error("cancelling closed at the concert's cutoff before the show")]
+    Closed,
+    #[error("this Idempotency-Key was used for a different request")]
+    IdempotencyKeyReused,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// "seat 7 is" or "seats 7, 8 are".
+fn seat_list(seats: &[crate::SeatNo]) -> String {
+    let numbers: Vec<String> = seats.iter().map(ToString::to_string).collect();
+    match numbers.as_slice() {
+        [one] => format!("seat {one} is"),
+        _ => format!("seats {} are", numbers.join(", ")),
+    }
+}
+
 /// Operator calls.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -151,6 +198,10 @@ pub enum AdminError {
     Invalid(#[from] ValidationError),
     #[error("no such concert")]
     ConcertNotFound,
+    #[error("no such schedule")]
+    ScheduleNotFound,
+    #[error("this schedule has no such grade")]
+    GradeNotFound,
     #[error(transparent)]
     SaleConflict(#[from] crate::sale::SaleConflict),
     #[error("the opening can only move while the sale is SCHEDULED; it is {}", .0.as_str())]

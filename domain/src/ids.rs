@@ -35,6 +35,10 @@ numeric_id!(
     ReservationId
 );
 numeric_id!(
+    /// An order of one or more seats of one schedule; each seat is a reservation.
+    OrderId
+);
+numeric_id!(
     /// A completed payment.
     PaymentId
 );

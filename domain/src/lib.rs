@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod order;
 pub mod points;
 pub mod queue;
 pub mod reservation;
@@ -18,11 +19,15 @@ pub mod token;
 
 pub use catalog::{NewConcert, NewSchedule};
 pub use error::{
-    AdminError, ChargeError, HoldError, IdentityError, JoinError, LookupError, PaymentError,
-    ReleaseError, TokenError, ValidationError,
+    AdminError, CancelError, ChargeError, HoldError, IdentityError, JoinError, LookupError,
+    PaymentError, ReleaseError, TokenError, ValidationError,
 };
 pub use event::{DomainEvent, EventEnvelope};
-pub use ids::{ConcertId, IdempotencyKey, PaymentId, ReservationId, ScheduleId, UserId};
+pub use ids::{ConcertId, IdempotencyKey, OrderId, PaymentId, ReservationId, ScheduleId, UserId};
+pub use order::{
+    CancelReason, CancellationPolicy, Grade, GradeName, Order, OrderSeat, OrderStatus, Refund,
+    ScheduleStatus, SeatChoice,
+};
 pub use points::{ChargeAmount, Points};
 pub use reservation::{HoldDuration, Reservation, ReservationStatus};
 pub use sale::{SaleAction, SaleSettings, SaleState};

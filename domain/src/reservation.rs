@@ -1,15 +1,5 @@
-//! Reservations: a time-limited hold on one seat, which a payment confirms.
-//!
-//! ```text
-//!            pay (before held_until)
-//!   HELD ───────────────────────────▶ CONFIRMED
-//!    │  \
-//!    │   \ held_until passes (worker, or a new hold takes the seat)
-//!    │    ▶ EXPIRED
-//!    │ owner releases
-//!    ▼
-//!  RELEASED
-//! ```
+//! Reservations: one seat of an order (see [`crate::order`] for the states they
+//! share with it), and how long a hold lasts.
 
 use std::time::Duration;
 
@@ -17,8 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ConcertId, PaymentError, Points, ReleaseError, ReservationId, ScheduleId, SeatNo, UserId,
-    ValidationError,
+    ConcertId, OrderId, Points, ReservationId, ScheduleId, SeatNo, UserId, ValidationError,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,10 +17,18 @@ pub enum ReservationStatus {
     Confirmed,
     Released,
     Expired,
+    /// Paid, then cancelled by its owner or with its show: refunded.
+    Cancelled,
 }
 
 impl ReservationStatus {
-    pub const ALL: [Self; 4] = [Self::Held, Self::Confirmed, Self::Released, Self::Expired];
+    pub const ALL: [Self; 5] = [
+        Self::Held,
+        Self::Confirmed,
+        Self::Released,
+        Self::Expired,
+        Self::Cancelled,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -39,6 +36,7 @@ impl ReservationStatus {
             Self::Confirmed => "CONFIRMED",
             Self::Released => "RELEASED",
             Self::Expired => "EXPIRED",
+            Self::Cancelled => "CANCELLED",
         }
     }
 
@@ -50,6 +48,8 @@ impl ReservationStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     pub id: ReservationId,
+    /// The order this seat is part of (an order of one for a single-seat hold).
+    pub order_id: OrderId,
     pub user_id: UserId,
     pub concert_id: ConcertId,
     pub schedule_id: ScheduleId,
@@ -61,10 +61,10 @@ pub struct Reservation {
     pub created_at: DateTime<Utc>,
 }
 
-/// What releasing a reservation has to do.
+/// What releasing an order has to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Release {
-    /// Free the seat and mark the reservation released.
+    /// Free the seats and mark the order released.
     FreeSeat,
     /// Already over (released or lapsed): nothing to do, releasing is idempotent.
     AlreadyOver,
@@ -77,25 +77,6 @@ impl Reservation {
         match self.status {
             ReservationStatus::Held if self.held_until <= now => ReservationStatus::Expired,
             status => status,
-        }
-    }
-
-    /// Whether this reservation can be paid at `now`.
-    pub fn check_payable(&self, now: DateTime<Utc>) -> Result<(), PaymentError> {
-        match self.status_at(now) {
-            ReservationStatus::Held => Ok(()),
-            ReservationStatus::Confirmed => Err(PaymentError::AlreadyPaid),
-            ReservationStatus::Expired => Err(PaymentError::HoldExpired),
-            ReservationStatus::Released => Err(PaymentError::Released),
-        }
-    }
-
-    /// What the owner releasing it at `now` means.
-    pub fn release(&self, now: DateTime<Utc>) -> Result<Release, ReleaseError> {
-        match self.status_at(now) {
-            ReservationStatus::Held => Ok(Release::FreeSeat),
-            ReservationStatus::Released | ReservationStatus::Expired => Ok(Release::AlreadyOver),
-            ReservationStatus::Confirmed => Err(ReleaseError::AlreadyPaid),
         }
     }
 }
@@ -155,6 +136,7 @@ mod tests {
     fn held(now: DateTime<Utc>, seconds_left: i64) -> Reservation {
         Reservation {
             id: ReservationId(1),
+            order_id: OrderId(1),
             user_id: UserId::parse("u1").unwrap(),
             concert_id: ConcertId(1),
             schedule_id: ScheduleId(1),
@@ -164,52 +146,6 @@ mod tests {
             held_until: now + TimeDelta::seconds(seconds_left),
             created_at: now,
         }
-    }
-
-    #[test]
-    fn a_live_hold_is_payable_and_releasable() {
-        let now = Utc::now();
-        let r = held(now, 60);
-        assert_eq!(r.status_at(now), ReservationStatus::Held);
-        assert!(r.check_payable(now).is_ok());
-        assert!(matches!(r.release(now), Ok(Release::FreeSeat)));
-    }
-
-    #[test]
-    fn a_lapsed_hold_is_expired_before_the_worker_runs() {
-        let now = Utc::now();
-        let r = held(now, -1);
-        assert_eq!(r.status_at(now), ReservationStatus::Expired);
-        assert!(matches!(
-            r.check_payable(now),
-            Err(PaymentError::HoldExpired)
-        ));
-        assert!(matches!(r.release(now), Ok(Release::AlreadyOver)));
-        let at_deadline = held(now, 0);
-        assert!(matches!(
-            at_deadline.check_payable(now),
-            Err(PaymentError::HoldExpired)
-        ));
-    }
-
-    #[test]
-    fn each_final_state_refuses_payment_with_its_own_reason() {
-        let now = Utc::now();
-        let mut r = held(now, 60);
-        r.status = ReservationStatus::Confirmed;
-        assert!(matches!(
-            r.check_payable(now),
-            Err(PaymentError::AlreadyPaid)
-        ));
-        assert!(matches!(r.release(now), Err(ReleaseError::AlreadyPaid)));
-        r.status = ReservationStatus::Released;
-        assert!(matches!(r.check_payable(now), Err(PaymentError::Released)));
-        assert!(matches!(r.release(now), Ok(Release::AlreadyOver)));
-        r.status = ReservationStatus::Expired;
-        assert!(matches!(
-            r.check_payable(now),
-            Err(PaymentError::HoldExpired)
-        ));
     }
 
     #[test]

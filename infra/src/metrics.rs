@@ -8,7 +8,9 @@
 //! failures. A taken seat or an already paid reservation is the system working.
 
 use domain::token::AccessDenied;
-use domain::{ChargeError, HoldError, IdentityError, JoinError, PaymentError, ReleaseError};
+use domain::{
+    CancelError, ChargeError, HoldError, IdentityError, JoinError, PaymentError, ReleaseError,
+};
 use prometheus::core::Collector;
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -35,12 +37,28 @@ const WAIT_BUCKETS: &[f64] = &[
 const HOLD_OUTCOMES: &[&str] = &[
     "held",
     "seat_taken",
+    "not_enough_seats",
     "seat_limit",
     "seat_not_found",
+    "grade_not_found",
     "schedule_not_found",
+    "show_cancelled",
     "token_not_active",
     "token_expired",
     "wrong_concert",
+    "unavailable",
+    "error",
+];
+/// The sizes orders are counted by: few labels, whatever the sale's limit.
+pub const ORDER_SIZES: &[&str] = &["1", "2", "3", "4", "5+"];
+const CANCEL_OUTCOMES: &[&str] = &[
+    "cancelled",
+    "replayed",
+    "not_found",
+    "not_paid",
+    "already_cancelled",
+    "closed",
+    "key_reused",
     "unavailable",
     "error",
 ];
@@ -58,6 +76,7 @@ const PAYMENT_OUTCOMES: &[&str] = &[
     "already_paid",
     "hold_expired",
     "released",
+    "cancelled",
     "insufficient_points",
     "token_not_active",
     "token_expired",
@@ -104,6 +123,11 @@ pub struct Metrics {
     pub http_accept_errors: IntCounterVec,
 
     pub holds: IntCounterVec,
+    pub orders: IntCounterVec,
+    pub order_payments: IntCounterVec,
+    pub order_cancellations: IntCounterVec,
+    pub points_refunded: IntCounter,
+    pub cancellation_fees: IntCounter,
     pub releases: IntCounterVec,
     pub holds_expired: IntCounter,
     pub payments: IntCounterVec,
@@ -223,6 +247,34 @@ impl Metrics {
                 "holds_total",
                 "Seat hold attempts by outcome (held, seat_taken, ...; only error and unavailable are failures).",
                 &["outcome"],
+            ),
+            orders: counters(
+                r,
+                "orders_total",
+                "Order holds (POST /v1/orders) by outcome (held, seat_taken, not_enough_seats, ...) and size (seats asked for: 1-4, 5+).",
+                &["outcome", "size"],
+            ),
+            order_payments: counters(
+                r,
+                "order_payments_total",
+                "Order payments by outcome (paid, replayed, already_paid, ...).",
+                &["outcome"],
+            ),
+            order_cancellations: counters(
+                r,
+                "order_cancellations_total",
+                "Cancellations of paid orders by reason (owner, show) and outcome (cancelled, replayed, closed, ...).",
+                &["reason", "outcome"],
+            ),
+            points_refunded: counter(
+                r,
+                "points_refunded_total",
+                "Points credited back for cancelled orders (net of fees).",
+            ),
+            cancellation_fees: counter(
+                r,
+                "cancellation_fees_total",
+                "Points kept as cancellation fees.",
             ),
             releases: counters(
                 r,
@@ -428,6 +480,7 @@ impl Metrics {
             (&metrics.holds, HOLD_OUTCOMES),
             (&metrics.releases, RELEASE_OUTCOMES),
             (&metrics.payments, PAYMENT_OUTCOMES),
+            (&metrics.order_payments, PAYMENT_OUTCOMES),
             (&metrics.point_charges, CHARGE_OUTCOMES),
             (&metrics.queue_joins, JOIN_RESULTS),
             (&metrics.sale_controls, SALE_ACTIONS),
@@ -446,6 +499,19 @@ impl Metrics {
                 family.with_label_values(&[value]);
             }
         }
+        for outcome in HOLD_OUTCOMES {
+            for size in ORDER_SIZES {
+                metrics.orders.with_label_values(&[outcome, size]);
+            }
+        }
+        for outcome in CANCEL_OUTCOMES {
+            metrics
+                .order_cancellations
+                .with_label_values(&["owner", outcome]);
+        }
+        metrics
+            .order_cancellations
+            .with_label_values(&["show", "cancelled"]);
         for cache in ["concerts", "schedules", "seat_map"] {
             for result in ["hit", "miss", "error"] {
                 metrics.cache_requests.with_label_values(&[cache, result]);
@@ -561,7 +627,10 @@ impl Outcome for HoldError {
         match self {
             Self::ScheduleNotFound => "schedule_not_found",
             Self::SeatNotFound => "seat_not_found",
-            Self::SeatTaken => "seat_taken",
+            Self::GradeNotFound => "grade_not_found",
+            Self::SeatTaken(_) => "seat_taken",
+            Self::NotEnoughSeats { .. } => "not_enough_seats",
+            Self::ShowCancelled => "show_cancelled",
             Self::SeatLimit(_) => "seat_limit",
             Self::Access(e) => denied(e),
             Self::Unavailable(_) => "unavailable",
@@ -573,8 +642,21 @@ impl Outcome for HoldError {
 impl Outcome for ReleaseError {
     fn outcome(&self) -> &'static str {
         match self {
-            Self::NotFound => "not_found",
+            Self::NotFound | Self::OrderNotFound => "not_found",
             Self::AlreadyPaid => "already_paid",
+            Self::Internal(e) => failure(e),
+        }
+    }
+}
+
+impl Outcome for CancelError {
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::NotPaid => "not_paid",
+            Self::AlreadyCancelled => "already_cancelled",
+            Self::Closed => "closed",
+            Self::IdempotencyKeyReused => "key_reused",
             Self::Internal(e) => failure(e),
         }
     }
@@ -583,10 +665,11 @@ impl Outcome for ReleaseError {
 impl Outcome for PaymentError {
     fn outcome(&self) -> &'static str {
         match self {
-            Self::ReservationNotFound => "not_found",
+            Self::ReservationNotFound | Self::OrderNotFound => "not_found",
             Self::AlreadyPaid => "already_paid",
             Self::HoldExpired => "hold_expired",
             Self::Released => "released",
+            Self::Cancelled => "cancelled",
             Self::InsufficientPoints => "insufficient_points",
             Self::Access(e) => denied(e),
             Self::IdempotencyKeyReused => "key_reused",
@@ -631,7 +714,7 @@ mod tests {
             "error"
         );
         assert_eq!(PaymentError::AlreadyPaid.outcome(), "already_paid");
-        assert_eq!(HoldError::SeatTaken.outcome(), "seat_taken");
+        assert_eq!(HoldError::SeatTaken(vec![]).outcome(), "seat_taken");
         assert_eq!(
             HoldError::Access(AccessDenied::NotActive { position: Some(3) }).outcome(),
             "token_not_active"
@@ -651,7 +734,10 @@ mod tests {
         let mut holds = vec![
             HoldError::ScheduleNotFound,
             HoldError::SeatNotFound,
-            HoldError::SeatTaken,
+            HoldError::GradeNotFound,
+            HoldError::SeatTaken(vec![]),
+            HoldError::NotEnoughSeats { free: 1 },
+            HoldError::ShowCancelled,
             HoldError::SeatLimit(4),
             HoldError::Unavailable(internal()),
             HoldError::Internal(internal()),
@@ -662,6 +748,8 @@ mod tests {
             PaymentError::AlreadyPaid,
             PaymentError::HoldExpired,
             PaymentError::Released,
+            PaymentError::OrderNotFound,
+            PaymentError::Cancelled,
             PaymentError::InsufficientPoints,
             PaymentError::IdempotencyKeyReused,
             PaymentError::Internal(anyhow::Error::new(DependencyDown("MySQL"))),
@@ -677,8 +765,24 @@ mod tests {
                 RELEASE_OUTCOMES,
                 [
                     ReleaseError::NotFound,
+                    ReleaseError::OrderNotFound,
                     ReleaseError::AlreadyPaid,
                     ReleaseError::Internal(internal()),
+                ]
+                .iter()
+                .map(Outcome::outcome)
+                .collect(),
+            ),
+            (
+                CANCEL_OUTCOMES,
+                [
+                    CancelError::NotFound,
+                    CancelError::NotPaid,
+                    CancelError::AlreadyCancelled,
+                    CancelError::Closed,
+                    CancelError::IdempotencyKeyReused,
+                    CancelError::Internal(internal()),
+                    CancelError::Internal(anyhow::Error::new(DependencyDown("MySQL"))),
                 ]
                 .iter()
                 .map(Outcome::outcome)

@@ -1,5 +1,8 @@
 use chrono::{DateTime, Utc};
-use domain::{ConcertId, NewConcert, NewSchedule, Points, SaleSettings, SeatNo, ValidationError};
+use domain::{
+    CancellationPolicy, ConcertId, Grade, GradeName, NewConcert, NewSchedule, Points, SaleSettings,
+    SeatNo, ValidationError,
+};
 use infra::Services;
 use infra::service::admin;
 use poem_openapi::param::Path;
@@ -28,22 +31,54 @@ pub struct CreateConcert {
     /// The sale: when it opens, how fast and how many fans are let in, seats per
     /// fan. Absent: on sale at once with the server's defaults and 4 seats per fan.
     pub sale: MaybeUndefined<SaleSettingsInput>,
+    /// How fans may cancel paid orders. Absent: until 24 hours before the show, for
+    /// a fee of 10%.
+    pub cancellation: Option<CancellationInput>,
 }
 
+/// A schedule's seats, either in grades (`grades`), or all of one grade `STANDARD`
+/// (`seatCount` with `price`, or `prices`).
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct CreateSchedule {
     pub venue: Text,
     pub starts_at: DateTime<Utc>,
-    /// Seats numbered 1..=seatCount (1-100000).
+    /// Seats numbered 1..=seatCount (1-100000). With `grades`, optional; if given it
+    /// must be the last grade's last seat.
     #[oai(validator(minimum(value = "0"), maximum(value = "4294967295")))]
-    pub seat_count: u32,
+    pub seat_count: Option<u32>,
     /// The price of each seat in points (at most 10000000)...
     #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
-    pub price: u64,
+    pub price: Option<u64>,
     /// ...unless `prices` gives one per seat, seat 1 first (length = seatCount).
     #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
     pub prices: Option<Vec<u64>>,
+    /// Grades (sections) numbering the seats from 1 in order, each with its price;
+    /// instead of `price` and `prices`.
+    pub grades: Option<Vec<GradeInput>>,
+}
+
+/// Seats `firstSeat..=lastSeat` of a schedule, at `price` each.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+pub struct GradeInput {
+    /// 1-32 letters, digits, `-` or `_` (`VIP`, `R`, `S`...), unique per schedule.
+    pub name: String,
+    /// Points per seat, 1-10000000.
+    pub price: i64,
+    pub first_seat: i64,
+    pub last_seat: i64,
+}
+
+/// Until when and for what fee fans may cancel paid orders.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+pub struct CancellationInput {
+    /// Cancelling closes this many hours before the show (0-8760).
+    pub cutoff_hours: i64,
+    /// Kept from the refund, in percent of the order's total (0-100), rounded down
+    /// to whole points.
+    pub fee_percent: i64,
 }
 
 impl poem_openapi::types::Example for CreateConcert {
@@ -54,10 +89,28 @@ impl poem_openapi::types::Example for CreateConcert {
             schedules: vec![CreateSchedule {
                 venue: Text::from("Olympic Hall"),
                 starts_at: DateTime::from_timestamp(1_790_000_000, 0).unwrap_or_default(),
-                seat_count: 50,
-                price: 10_000,
+                seat_count: None,
+                price: None,
                 prices: None,
+                grades: Some(vec![
+                    GradeInput {
+                        name: "VIP".into(),
+                        price: 15_000,
+                        first_seat: 1,
+                        last_seat: 10,
+                    },
+                    GradeInput {
+                        name: "R".into(),
+                        price: 10_000,
+                        first_seat: 11,
+                        last_seat: 50,
+                    },
+                ]),
             }],
+            cancellation: Some(CancellationInput {
+                cutoff_hours: 24,
+                fee_percent: 10,
+            }),
             sale: MaybeUndefined::Value(SaleSettingsInput {
                 opens_at: DateTime::from_timestamp(1_789_000_000, 0)
                     .map_or(MaybeUndefined::Undefined, MaybeUndefined::Value),
@@ -89,16 +142,20 @@ pub enum CreateConcertResponse {
 #[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct ConcertSales {
     pub concert_id: u64,
-    /// Holds taken (each `ReservationHeld`).
+    /// Seats held (each seat of each `OrderHeld`).
     pub holds: u64,
-    /// Holds given back by their owners.
+    /// Held seats given back by their owners.
     pub releases: u64,
-    /// Holds that lapsed unpaid.
+    /// Held seats that lapsed unpaid.
     pub expirations: u64,
-    /// Seats paid for.
+    /// Seats paid for, less the seats of cancelled orders.
     pub seats_sold: u64,
-    /// Points paid, in total.
+    /// Points paid, less the points refunded.
     pub revenue: u64,
+    /// Paid orders cancelled (by their owners or with their show).
+    pub cancellations: u64,
+    /// Points refunded for cancelled orders.
+    pub refunded: u64,
     /// When the last event for this concert was applied.
     pub updated_at: DateTime<Utc>,
 }
@@ -139,6 +196,8 @@ impl AdminApi {
             expirations: s.expirations,
             seats_sold: s.seats_sold,
             revenue: s.revenue,
+            cancellations: s.cancellations,
+            refunded: s.refunded,
             updated_at: infra::db::sales::updated_at(&s),
         })))
     }
@@ -156,15 +215,13 @@ impl AdminApi {
         let schedules = body
             .schedules
             .into_iter()
-            .map(|s| {
-                Ok(NewSchedule {
-                    prices: seat_prices(s.seat_count, s.price, s.prices)?,
-                    venue: s.venue.0,
-                    starts_at: s.starts_at,
-                })
-            })
+            .map(new_schedule)
             .collect::<Result<_, ValidationError>>()?;
-        let concert = NewConcert::new(&body.title.0, &body.artist.0, schedules)?;
+        let cancellation = match body.cancellation {
+            Some(c) => CancellationPolicy::new(c.cutoff_hours, c.fee_percent)?,
+            None => CancellationPolicy::DEFAULT,
+        };
+        let concert = NewConcert::new(&body.title.0, &body.artist.0, schedules, cancellation)?;
         let now = infra::now();
         let sale = match absent_or_value(&body.sale, "sale")? {
             Some(sale) => sale.changes()?,
@@ -179,22 +236,60 @@ impl AdminApi {
     }
 }
 
+fn new_schedule(s: CreateSchedule) -> Result<NewSchedule, ValidationError> {
+    let Some(grades) = s.grades else {
+        let seat_count = s.seat_count.ok_or(ValidationError::Concert(
+            "a schedule needs grades, or seatCount with price or prices",
+        ))?;
+        let prices = seat_prices(seat_count, s.price, s.prices)?;
+        return NewSchedule::priced(&s.venue.0, s.starts_at, prices);
+    };
+    if s.price.is_some() || s.prices.is_some() {
+        return Err(ValidationError::Concert(
+            "give grades, or price or prices, not both",
+        ));
+    }
+    let grades = grades
+        .into_iter()
+        .map(|g| {
+            let price = u64::try_from(g.price)
+                .map_err(|_| ValidationError::Grades("a grade costs 1-10000000 points"))?;
+            Ok(Grade {
+                name: GradeName::parse(&g.name)?,
+                price: Points(price),
+                first_seat: SeatNo::parse(g.first_seat)?,
+                last_seat: SeatNo::parse(g.last_seat)?,
+            })
+        })
+        .collect::<Result<Vec<_>, ValidationError>>()?;
+    let schedule = NewSchedule::graded(&s.venue.0, s.starts_at, grades)?;
+    if s.seat_count
+        .is_some_and(|n| n as usize != schedule.prices.len())
+    {
+        return Err(ValidationError::Grades(
+            "seatCount must be the last grade's last seat",
+        ));
+    }
+    Ok(schedule)
+}
+
 /// One price per seat, checked before anything is allocated for them.
 fn seat_prices(
     seat_count: u32,
-    price: u64,
+    price: Option<u64>,
     prices: Option<Vec<u64>>,
 ) -> Result<Vec<Points>, ValidationError> {
     if seat_count == 0 || seat_count > SeatNo::MAX {
         return Err(ValidationError::Concert("a schedule needs 1-100000 seats"));
     }
-    match prices {
-        Some(prices) if prices.len() == seat_count as usize => {
+    match (price, prices) {
+        (_, Some(prices)) if prices.len() == seat_count as usize => {
             Ok(prices.into_iter().map(Points).collect())
         }
-        Some(_) => Err(ValidationError::Concert(
+        (_, Some(_)) => Err(ValidationError::Concert(
             "prices must have exactly seatCount entries",
         )),
-        None => Ok(vec![Points(price); seat_count as usize]),
+        (Some(price), None) => Ok(vec![Points(price); seat_count as usize]),
+        (None, None) => Err(ValidationError::Concert("a schedule needs price or prices")),
     }
 }

@@ -2,7 +2,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use domain::{ConcertId, LookupError, ScheduleId, SeatState};
 use infra::Services;
-use infra::db::catalog::{ConcertRow, ScheduleRow, SeatRow};
+use infra::db::catalog::{ConcertRow, GradeRow, ScheduleRow, SeatRow};
 use infra::redis::cache::{Entry, Loaded};
 use infra::service::catalog;
 use poem_openapi::param::Path;
@@ -42,6 +42,45 @@ pub struct Schedule {
     pub seat_count: u32,
     /// Seats neither held nor sold right now.
     pub available_seats: u64,
+    /// `CANCELLED` once an operator cancelled the show: nothing is on sale then.
+    pub status: ScheduleState,
+    /// The seats' grades in seat order, each with its price and free seats.
+    pub grades: Vec<GradeAvailability>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ScheduleState {
+    OnSale,
+    Cancelled,
+}
+
+/// A grade (section) of a schedule: seats `firstSeat..=lastSeat` at `price` each.
+#[derive(Debug, Object)]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
+pub struct GradeAvailability {
+    pub name: String,
+    /// Points per seat for holds made now (a schedule created with a price per seat
+    /// is one grade, `STANDARD`, listed at its lowest price).
+    pub price: u64,
+    pub first_seat: u32,
+    pub last_seat: u32,
+    pub seat_count: u32,
+    /// Seats of this grade neither held nor sold right now.
+    pub available: u64,
+}
+
+impl From<GradeRow> for GradeAvailability {
+    fn from(row: GradeRow) -> Self {
+        Self {
+            seat_count: row.last_seat - row.first_seat + 1,
+            name: row.grade,
+            price: row.price,
+            first_seat: row.first_seat,
+            last_seat: row.last_seat,
+            available: row.available.unsigned_abs(),
+        }
+    }
 }
 
 #[derive(Debug, Object)]
@@ -73,6 +112,8 @@ impl From<SeatState> for SeatStatus {
 #[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct Seat {
     pub seat_no: u32,
+    /// The seat's grade (see the schedule's `grades`).
+    pub grade: String,
     /// Price in points.
     pub price: u64,
     pub status: SeatStatus,
@@ -94,11 +135,13 @@ impl poem_openapi::types::Example for SeatMap {
             seats: vec![
                 Seat {
                     seat_no: 1,
+                    grade: "VIP".into(),
                     price: 15_000,
                     status: SeatStatus::Sold,
                 },
                 Seat {
                     seat_no: 2,
+                    grade: "VIP".into(),
                     price: 15_000,
                     status: SeatStatus::Available,
                 },
@@ -182,7 +225,7 @@ impl ConcertsApi {
                     concert_id: concert.0,
                     schedules: rows
                         .into_iter()
-                        .map(|(s, free)| Schedule::from_row(s, free))
+                        .map(|(s, grades)| Schedule::from_row(s, grades))
                         .collect(),
                 };
                 Ok::<_, LookupError>(Loaded {
@@ -258,14 +301,21 @@ impl From<ConcertRow> for Concert {
 }
 
 impl Schedule {
-    fn from_row(row: ScheduleRow, available_seats: u64) -> Self {
+    fn from_row(row: ScheduleRow, grades: Vec<GradeRow>) -> Self {
+        let grades: Vec<GradeAvailability> = grades.into_iter().map(Into::into).collect();
         Self {
             id: row.id,
             concert_id: row.concert_id,
             venue: row.venue,
             starts_at: row.starts_at.and_utc(),
             seat_count: row.seat_count,
-            available_seats,
+            available_seats: grades.iter().map(|g| g.available).sum(),
+            status: if row.status == domain::ScheduleStatus::Cancelled.as_str() {
+                ScheduleState::Cancelled
+            } else {
+                ScheduleState::OnSale
+            },
+            grades,
         }
     }
 }
@@ -274,6 +324,7 @@ impl Seat {
     fn from_row(row: &SeatRow, now: DateTime<Utc>) -> anyhow::Result<Self> {
         Ok(Self {
             seat_no: row.seat_no,
+            grade: row.grade.clone(),
             price: row.price,
             status: row.state_at(now)?.into(),
         })

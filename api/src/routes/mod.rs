@@ -4,11 +4,13 @@
 pub mod admin;
 pub mod concerts;
 pub mod health;
+pub mod orders;
 pub mod payments;
 pub mod points;
 pub mod queue;
 pub mod reservations;
 pub mod sale;
+pub mod shows;
 
 use poem_openapi::Tags;
 use poem_openapi::types::MaybeUndefined;
@@ -25,6 +27,9 @@ pub enum Tag {
     Concerts,
     /// Hold a seat for a limited time, read or release one's own holds.
     Reservations,
+    /// Hold several seats at once (by number or by grade), pay them in one payment,
+    /// cancel a paid order for a refund.
+    Orders,
     /// Prepaid points: balance, top-ups and history.
     Points,
     /// Pay a held seat with points.

@@ -1,6 +1,7 @@
 use chrono::{DateTime, Utc};
 use domain::{ChargeAmount, IdempotencyKey};
 use infra::Services;
+use infra::db::wallets;
 use infra::service::points;
 use poem_openapi::param::{Header, Query};
 use poem_openapi::payload::Json;
@@ -69,6 +70,21 @@ impl poem_openapi::types::Example for Charge {
 pub enum LedgerKind {
     Charge,
     Payment,
+    /// A cancelled order's total, credited back.
+    Refund,
+    /// The cancellation fee kept from a refund.
+    Fee,
+}
+
+impl From<wallets::LedgerKind> for LedgerKind {
+    fn from(kind: wallets::LedgerKind) -> Self {
+        match kind {
+            wallets::LedgerKind::Charge => Self::Charge,
+            wallets::LedgerKind::Payment => Self::Payment,
+            wallets::LedgerKind::Refund => Self::Refund,
+            wallets::LedgerKind::Fee => Self::Fee,
+        }
+    }
 }
 
 #[derive(Debug, Object)]
@@ -76,10 +92,13 @@ pub enum LedgerKind {
 pub struct LedgerEntry {
     pub id: u64,
     pub kind: LedgerKind,
-    /// Positive for a charge, negative for a payment.
+    /// Positive for a charge or refund, negative for a payment or fee.
     pub amount: i64,
     pub balance_after: u64,
+    /// For a payment, refund or fee: the order's first seat's reservation.
     pub reservation_id: Option<u64>,
+    /// For a payment, refund or fee: the order.
+    pub order_id: Option<u64>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -169,19 +188,20 @@ impl PointsApi {
             .flatten();
         let entries = rows
             .into_iter()
-            .map(|r| LedgerEntry {
-                id: r.id,
-                kind: if r.kind == "CHARGE" {
-                    LedgerKind::Charge
-                } else {
-                    LedgerKind::Payment
-                },
-                amount: r.amount,
-                balance_after: r.balance_after,
-                reservation_id: r.reservation_id,
-                created_at: r.created_at.and_utc(),
+            .map(|r| {
+                let kind = wallets::LedgerKind::parse(&r.kind)
+                    .ok_or_else(|| anyhow::anyhow!("stored ledger kind {:?}", r.kind))?;
+                Ok(LedgerEntry {
+                    id: r.id,
+                    kind: kind.into(),
+                    amount: r.amount,
+                    balance_after: r.balance_after,
+                    reservation_id: r.reservation_id,
+                    order_id: r.order_id,
+                    created_at: r.created_at.and_utc(),
+                })
             })
-            .collect();
+            .collect::<anyhow::Result<_>>()?;
         Ok(Json(LedgerPage {
             entries,
             next_before,

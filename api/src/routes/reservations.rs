@@ -44,6 +44,8 @@ pub enum ReservationState {
     Released,
     /// The hold ran out unpaid.
     Expired,
+    /// Paid, then cancelled (by its owner, or with its show) and refunded.
+    Cancelled,
 }
 
 impl From<ReservationStatus> for ReservationState {
@@ -53,6 +55,7 @@ impl From<ReservationStatus> for ReservationState {
             ReservationStatus::Confirmed => Self::Confirmed,
             ReservationStatus::Released => Self::Released,
             ReservationStatus::Expired => Self::Expired,
+            ReservationStatus::Cancelled => Self::Cancelled,
         }
     }
 }
@@ -67,6 +70,8 @@ impl From<ReservationStatus> for ReservationState {
 )]
 pub struct ReservationBody {
     pub id: u64,
+    /// The order this seat is part of (an order of one seat for `POST /v1/reservations`).
+    pub order_id: u64,
     pub concert_id: u64,
     pub schedule_id: u64,
     pub seat_no: u32,
@@ -81,6 +86,7 @@ impl poem_openapi::types::Example for ReservationBody {
     fn example() -> Self {
         Self {
             id: 17,
+            order_id: 17,
             concert_id: 1,
             schedule_id: 1,
             seat_no: 7,
@@ -96,6 +102,7 @@ impl From<Reservation> for ReservationBody {
     fn from(r: Reservation) -> Self {
         Self {
             id: r.id.0,
+            order_id: r.order_id.0,
             concert_id: r.concert_id.0,
             schedule_id: r.schedule_id.0,
             seat_no: r.seat_no.get(),

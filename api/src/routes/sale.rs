@@ -163,6 +163,8 @@ pub struct PublicSale {
     /// Estimated seconds a fan joining now waits, once the sale is open; absent
     /// while nobody is admitted.
     pub estimated_wait_seconds: Option<u64>,
+    /// The most seats one fan may hold or buy of this concert.
+    pub max_seats_per_fan: u32,
 }
 
 #[derive(Debug, ApiResponse)]
@@ -337,6 +339,7 @@ impl SaleApi {
                     )
                 })
                 .flatten(),
+            max_seats_per_fan: report.sale.settings.max_seats_per_fan,
         })))
     }
 }

@@ -129,7 +129,7 @@ async fn a_thousand_payments_are_published_once_each_in_order() {
     let paid_ids = |events: &[(String, Value)]| {
         events
             .iter()
-            .filter(|(_, e)| e["type"] == "PaymentCompleted")
+            .filter(|(_, e)| e["type"] == "OrderPaid")
             .map(|(_, e)| e["id"].as_str().unwrap().to_owned())
             .collect::<HashSet<_>>()
     };
@@ -139,7 +139,7 @@ async fn a_thousand_payments_are_published_once_each_in_order() {
     assert_eq!(paid_ids(&events).len(), 1_000, "each payment published");
     let paid_in_mysql = app.scalar("SELECT COUNT(*) FROM payments").await;
     assert_eq!(paid_in_mysql, 1_000);
-    // Per reservation (the key), the hold comes before the payment.
+    // Per order (the key), the hold comes before the payment.
     let mut seen: HashMap<&str, Vec<&str>> = HashMap::new();
     for (key, event) in &events {
         seen.entry(key)
@@ -147,8 +147,8 @@ async fn a_thousand_payments_are_published_once_each_in_order() {
             .push(event["type"].as_str().unwrap());
     }
     for (key, types) in &seen {
-        if key.starts_with("reservation-") {
-            assert_eq!(types.first(), Some(&"ReservationHeld"), "{key}: {types:?}");
+        if key.starts_with("order-") {
+            assert_eq!(types.first(), Some(&"OrderHeld"), "{key}: {types:?}");
         }
     }
 
@@ -253,7 +253,8 @@ async fn an_event_committed_before_a_crash_is_published_after_restart() {
     .await;
     buy(&peer, concert, schedules[0], "crash", 1).await;
     sigkill(doomed);
-    let payment_events = "SELECT COUNT(*) FROM outbox WHERE event_type = 'PaymentCompleted' AND published_at IS NULL";
+    let payment_events =
+        "SELECT COUNT(*) FROM outbox WHERE event_type = 'OrderPaid' AND published_at IS NULL";
     assert_eq!(
         app.scalar(payment_events).await,
         1,
@@ -268,14 +269,12 @@ async fn an_event_committed_before_a_crash_is_published_after_restart() {
     .await;
     let topic = app.svc.settings.kafka_topic.clone();
     let events = broker
-        .read_until(&topic, |e| {
-            e.iter().any(|(_, e)| e["type"] == "PaymentCompleted")
-        })
+        .read_until(&topic, |e| e.iter().any(|(_, e)| e["type"] == "OrderPaid"))
         .await;
     assert!(
         events
             .iter()
-            .any(|(k, e)| e["type"] == "PaymentCompleted" && k.starts_with("reservation-"))
+            .any(|(k, e)| e["type"] == "OrderPaid" && k.starts_with("order-"))
     );
     sigkill(revived);
 }

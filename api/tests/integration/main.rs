@@ -27,6 +27,7 @@ mod metrics;
 mod multi_instance;
 mod mysql_loss;
 mod openapi;
+mod orders;
 mod outages;
 mod payments;
 mod points;

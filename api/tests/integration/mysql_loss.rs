@@ -192,7 +192,7 @@ async fn assert_consistent(db: &str) {
         ),
         (
             "payment events",
-            "SELECT COUNT(*) FROM outbox WHERE event_type = 'PaymentCompleted'",
+            "SELECT COUNT(*) FROM outbox WHERE event_type = 'OrderPaid'",
         ),
     ] {
         assert_eq!(scalar(db, sql).await, payments, "{what} = payments");
@@ -212,7 +212,7 @@ async fn assert_consistent(db: &str) {
         (
             "every hold has its event",
             "SELECT COUNT(*) FROM reservations",
-            "SELECT COUNT(*) FROM outbox WHERE event_type = 'ReservationHeld'",
+            "SELECT COUNT(*) FROM outbox WHERE event_type = 'OrderHeld'",
         ),
         (
             "every held seat has its hold",

@@ -38,7 +38,7 @@ async fn paying_debits_the_held_price_confirms_the_seat_and_ends_the_token() {
     assert_eq!(r["status"], "CONFIRMED");
     assert_eq!(app.seat_statuses(schedules[0]).await[4], "SOLD");
     assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM outbox WHERE event_type = 'PaymentCompleted'")
+        app.scalar("SELECT COUNT(*) FROM outbox WHERE event_type = 'OrderPaid'")
             .await,
         1
     );
@@ -244,7 +244,7 @@ async fn a_queue_token_pays_once_even_when_ten_payments_race() {
         1
     );
     assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM outbox WHERE event_type = 'PaymentCompleted'")
+        app.scalar("SELECT COUNT(*) FROM outbox WHERE event_type = 'OrderPaid'")
             .await,
         1
     );

@@ -59,7 +59,7 @@ async fn a_thousand_holds_on_fifty_seats_sell_each_seat_once() {
         50
     );
     assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM outbox WHERE event_type = 'ReservationHeld'")
+        app.scalar("SELECT COUNT(*) FROM outbox WHERE event_type = 'OrderHeld'")
             .await,
         50
     );
@@ -117,7 +117,7 @@ async fn a_hold_fixes_the_price_and_the_owner_can_read_and_release_it() {
         .unwrap();
     assert_eq!(again.status(), StatusCode::OK);
     assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM outbox WHERE event_type = 'ReservationReleased'")
+        app.scalar("SELECT COUNT(*) FROM outbox WHERE event_type = 'OrderReleased'")
             .await,
         1
     );
@@ -240,7 +240,7 @@ async fn a_lapsed_hold_is_freed_by_the_worker_and_cannot_be_paid() {
         5
     );
     assert_eq!(
-        app.scalar("SELECT COUNT(*) FROM outbox WHERE event_type = 'ReservationExpired'")
+        app.scalar("SELECT COUNT(*) FROM outbox WHERE event_type = 'OrderExpired'")
             .await,
         1
     );

@@ -178,8 +178,8 @@ async fn sigterm_lets_requests_in_flight_finish_and_tells_sockets_to_reconnect()
         .await;
     let paid = events
         .iter()
-        .filter(|(_, e)| e["type"] == "PaymentCompleted")
+        .filter(|(_, e)| e["type"] == "OrderPaid")
         .count();
-    assert_eq!(paid, PAYERS, "one PaymentCompleted per payment in flight");
+    assert_eq!(paid, PAYERS, "one OrderPaid per payment in flight");
     drop(next);
 }

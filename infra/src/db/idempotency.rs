@@ -19,6 +19,9 @@ use super::{DbConn, is_unique_violation, naive};
 pub enum Scope {
     Payment,
     Charge,
+    /// Paying an order (`POST /v1/orders/{id}/payment`): its answer has its own shape.
+    OrderPayment,
+    Cancellation,
 }
 
 impl Scope {
@@ -26,6 +29,8 @@ impl Scope {
         match self {
             Self::Payment => "payment",
             Self::Charge => "charge",
+            Self::OrderPayment => "order_payment",
+            Self::Cancellation => "cancellation",
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod idempotency;
+pub mod orders;
 pub mod outbox;
 pub mod payments;
 pub mod reservations;

@@ -1,10 +1,9 @@
-//! Payments: one per reservation and one per queue token, each enforced by a unique
-//! key.
+//! Payments: one per order and one per queue token, each enforced by a unique key.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use domain::{PaymentId, Points, QueueToken, ReservationId, UserId};
+use domain::{Order, PaymentId, QueueToken, UserId};
 use sha2::{Digest as _, Sha256};
 
 use super::schema::payments;
@@ -13,8 +12,8 @@ use super::{DbConn, is_unique_violation, last_insert_id, naive};
 /// Which rule refused to record a payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
-    /// The reservation has a payment already.
-    ReservationPaid,
+    /// The order has a payment already.
+    OrderPaid,
     /// Another payment used this queue token: a token pays once.
     TokenUsed,
 }
@@ -24,23 +23,27 @@ pub fn token_hash(token: &QueueToken) -> [u8; 32] {
     Sha256::digest(token.to_string().as_bytes()).into()
 }
 
-/// Records the payment of `reservation` made with `token`, inside the caller's
-/// transaction. A payment with the same token (or of the same reservation) that is
-/// still open makes this wait until it ends: if it commits, this one is refused; if
-/// it rolls back, this one goes ahead.
+/// Records the payment of `order`'s total made with `token`, inside the caller's
+/// transaction. A payment with the same token (or of the same order) that is still
+/// open makes this wait until it ends: if it commits, this one is refused; if it
+/// rolls back, this one goes ahead.
 pub async fn insert(
     conn: &mut DbConn,
-    reservation: ReservationId,
+    order: &Order,
     user: &UserId,
-    amount: Points,
     token: &QueueToken,
     now: DateTime<Utc>,
-) -> QueryResult<Result<PaymentId, Refused>> {
+) -> anyhow::Result<Result<PaymentId, Refused>> {
+    // The order's first seat names the payment for the reservation-based view.
+    // UFCS: diesel's `RunQueryDsl::first` would shadow the slice's.
+    let first = <[_]>::first(&order.seats)
+        .ok_or_else(|| anyhow::anyhow!("order {} has no seats", order.id))?;
     let inserted = diesel::insert_into(payments::table)
         .values((
-            payments::reservation_id.eq(reservation.0),
+            payments::order_id.eq(order.id.0),
+            payments::reservation_id.eq(first.reservation_id.0),
             payments::user_id.eq(user.as_str()),
-            payments::amount.eq(amount.0),
+            payments::amount.eq(order.total.0),
             payments::queue_token_hash.eq(Some(token_hash(token).as_slice())),
             payments::created_at.eq(naive(now)),
         ))
@@ -52,24 +55,22 @@ pub async fn insert(
             // MySQL names the key only in the message's text; asking which row
             // exists is exact. The duplicate committed before this insert failed
             // (an open one makes it wait), so it is visible here.
-            let refused = if count_for(conn, reservation).await? > 0 {
-                Refused::ReservationPaid
+            let refused = if count_for(conn, order).await? > 0 {
+                Refused::OrderPaid
             } else {
                 Refused::TokenUsed
             };
             return Ok(Err(refused));
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     }
-    diesel::select(last_insert_id())
-        .get_result(conn)
-        .await
-        .map(|id| Ok(PaymentId(id)))
+    let id = diesel::select(last_insert_id()).get_result(conn).await?;
+    Ok(Ok(PaymentId(id)))
 }
 
-pub async fn count_for(conn: &mut DbConn, reservation: ReservationId) -> QueryResult<i64> {
+pub async fn count_for(conn: &mut DbConn, order: &Order) -> QueryResult<i64> {
     payments::table
-        .filter(payments::reservation_id.eq(reservation.0))
+        .filter(payments::order_id.eq(order.id.0))
         .count()
         .get_result(conn)
         .await

@@ -26,7 +26,8 @@ pub async fn claim_event(
     Ok(inserted == 1)
 }
 
-/// What one event adds to its concert's row.
+/// What one event adds to its concert's row. A cancellation takes its seats out of
+/// `seats_sold` and its refund out of `revenue` (`seats_returned`, `refunded`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SalesDelta {
     pub holds: u64,
@@ -34,6 +35,9 @@ pub struct SalesDelta {
     pub expirations: u64,
     pub seats_sold: u64,
     pub revenue: u64,
+    pub cancellations: u64,
+    pub seats_returned: u64,
+    pub refunded: u64,
 }
 
 pub async fn add(
@@ -45,14 +49,17 @@ pub async fn add(
     use diesel::sql_types::{BigInt, Datetime, Unsigned};
     diesel::sql_query(
         "INSERT INTO concert_sales
-           (concert_id, holds, releases, expirations, seats_sold, revenue, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)
+           (concert_id, holds, releases, expirations, seats_sold, revenue, cancellations,
+            refunded, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
          ON DUPLICATE KEY UPDATE
            holds = holds + VALUES(holds),
            releases = releases + VALUES(releases),
            expirations = expirations + VALUES(expirations),
-           seats_sold = seats_sold + VALUES(seats_sold),
-           revenue = revenue + VALUES(revenue),
+           seats_sold = GREATEST(CAST(seats_sold AS SIGNED) + VALUES(seats_sold) - ?, 0),
+           revenue = GREATEST(CAST(revenue AS SIGNED) + VALUES(revenue) - ?, 0),
+           cancellations = cancellations + VALUES(cancellations),
+           refunded = refunded + VALUES(refunded),
            updated_at = VALUES(updated_at)",
     )
     .bind::<Unsigned<BigInt>, _>(concert.0)
@@ -61,7 +68,11 @@ pub async fn add(
     .bind::<Unsigned<BigInt>, _>(d.expirations)
     .bind::<Unsigned<BigInt>, _>(d.seats_sold)
     .bind::<Unsigned<BigInt>, _>(d.revenue)
+    .bind::<Unsigned<BigInt>, _>(d.cancellations)
+    .bind::<Unsigned<BigInt>, _>(d.refunded)
     .bind::<Datetime, _>(naive(now))
+    .bind::<Unsigned<BigInt>, _>(d.seats_returned)
+    .bind::<Unsigned<BigInt>, _>(d.refunded)
     .execute(conn)
     .await?;
     Ok(())
@@ -77,6 +88,9 @@ pub struct ConcertSales {
     pub seats_sold: u64,
     pub revenue: u64,
     pub updated_at: NaiveDateTime,
+    /// Paid orders cancelled, and the points refunded for them.
+    pub cancellations: u64,
+    pub refunded: u64,
 }
 
 pub async fn of_concert(

@@ -1,5 +1,6 @@
 //! Diesel's view of the tables in `infra/migrations`. Generated columns
-//! (`reservations.sold_marker`) are left out: only MySQL writes them.
+//! (`reservations.sold_marker`,
+//! `point_ledger.refund_marker`) are left out: only MySQL writes them.
 
 diesel::table! {
     concerts (id) {
@@ -7,6 +8,8 @@ diesel::table! {
         title -> Varchar,
         artist -> Varchar,
         created_at -> Datetime,
+        cancellation_cutoff_hours -> Unsigned<Integer>,
+        cancellation_fee_percent -> Unsigned<TinyInt>,
     }
 }
 
@@ -17,6 +20,17 @@ diesel::table! {
         venue -> Varchar,
         starts_at -> Datetime,
         seat_count -> Unsigned<Integer>,
+        status -> Varchar,
+    }
+}
+
+diesel::table! {
+    seat_grades (schedule_id, grade) {
+        schedule_id -> Unsigned<BigInt>,
+        grade -> Varchar,
+        price -> Unsigned<BigInt>,
+        first_seat -> Unsigned<Integer>,
+        last_seat -> Unsigned<Integer>,
     }
 }
 
@@ -28,6 +42,26 @@ diesel::table! {
         status -> Varchar,
         held_until -> Nullable<Datetime>,
         reservation_id -> Nullable<Unsigned<BigInt>>,
+        grade -> Varchar,
+    }
+}
+
+diesel::table! {
+    orders (id) {
+        id -> Unsigned<BigInt>,
+        user_id -> Varchar,
+        concert_id -> Unsigned<BigInt>,
+        schedule_id -> Unsigned<BigInt>,
+        status -> Varchar,
+        seat_count -> Unsigned<Integer>,
+        total -> Unsigned<BigInt>,
+        held_until -> Datetime,
+        refund -> Nullable<Unsigned<BigInt>>,
+        fee -> Nullable<Unsigned<BigInt>>,
+        cancel_reason -> Nullable<Varchar>,
+        cancelled_at -> Nullable<Datetime>,
+        created_at -> Datetime,
+        updated_at -> Datetime,
     }
 }
 
@@ -43,6 +77,8 @@ diesel::table! {
         held_until -> Datetime,
         created_at -> Datetime,
         updated_at -> Datetime,
+        order_id -> Unsigned<BigInt>,
+        grade -> Varchar,
     }
 }
 
@@ -63,6 +99,7 @@ diesel::table! {
         balance_after -> Unsigned<BigInt>,
         reservation_id -> Nullable<Unsigned<BigInt>>,
         created_at -> Datetime,
+        order_id -> Nullable<Unsigned<BigInt>>,
     }
 }
 
@@ -74,6 +111,7 @@ diesel::table! {
         amount -> Unsigned<BigInt>,
         queue_token_hash -> Nullable<Binary>,
         created_at -> Datetime,
+        order_id -> Unsigned<BigInt>,
     }
 }
 
@@ -118,6 +156,8 @@ diesel::table! {
         seats_sold -> Unsigned<BigInt>,
         revenue -> Unsigned<BigInt>,
         updated_at -> Datetime,
+        cancellations -> Unsigned<BigInt>,
+        refunded -> Unsigned<BigInt>,
     }
 }
 
@@ -141,10 +181,13 @@ diesel::table! {
 }
 
 diesel::joinable!(schedules -> concerts (concert_id));
+diesel::joinable!(reservations -> orders (order_id));
 diesel::allow_tables_to_appear_in_same_query!(
     concerts,
     schedules,
+    seat_grades,
     seats,
+    orders,
     reservations,
     wallets,
     point_ledger,

@@ -5,7 +5,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::mysql::Mysql;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use domain::{Points, ReservationId, UserId};
+use domain::{Order, Points, UserId};
 
 use super::schema::{point_ledger, wallets};
 use super::{DbConn, naive};
@@ -14,13 +14,25 @@ use super::{DbConn, naive};
 pub enum LedgerKind {
     Charge,
     Payment,
+    /// A cancelled order's total, credited back.
+    Refund,
+    /// The cancellation fee, kept from the refund.
+    Fee,
 }
 
 impl LedgerKind {
+    pub const ALL: [Self; 4] = [Self::Charge, Self::Payment, Self::Refund, Self::Fee];
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Charge => "CHARGE",
             Self::Payment => "PAYMENT",
+            Self::Refund => "REFUND",
+            Self::Fee => "FEE",
         }
     }
 }
@@ -35,6 +47,7 @@ pub struct LedgerRow {
     pub balance_after: u64,
     pub reservation_id: Option<u64>,
     pub created_at: NaiveDateTime,
+    pub order_id: Option<u64>,
 }
 
 pub async fn balance(conn: &mut DbConn, user: &UserId) -> QueryResult<Points> {
@@ -90,9 +103,64 @@ pub async fn apply(
     kind: LedgerKind,
     old: Points,
     new: Points,
-    reservation: Option<ReservationId>,
+    order: Option<&Order>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
+    let amount = i64::try_from(new.0)? - i64::try_from(old.0)?;
+    apply_entries(conn, user, old, &[(kind, amount)], order, now).await?;
+    Ok(())
+}
+
+/// Credits a cancelled `order`'s total back to a locked wallet holding `old` and
+/// debits `fee`: one balance change, two ledger rows (the fee's only if there is
+/// one). Returns the balance after. A refund may pass the top-up limit: it gives
+/// back what was paid.
+pub async fn refund(
+    conn: &mut DbConn,
+    user: &UserId,
+    old: Points,
+    order: &Order,
+    fee: Points,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Points> {
+    let mut entries = vec![(LedgerKind::Refund, i64::try_from(order.total.0)?)];
+    if fee.0 > 0 {
+        entries.push((LedgerKind::Fee, -i64::try_from(fee.0)?));
+    }
+    apply_entries(conn, user, old, &entries, Some(order), now).await
+}
+
+/// Applies signed ledger `entries` to a locked wallet holding `old`, in order, in
+/// one wallet update and one ledger insert. Returns the balance after.
+async fn apply_entries(
+    conn: &mut DbConn,
+    user: &UserId,
+    old: Points,
+    entries: &[(LedgerKind, i64)],
+    order: Option<&Order>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Points> {
+    let mut balance = i64::try_from(old.0)?;
+    let mut rows = Vec::with_capacity(entries.len());
+    for &(kind, amount) in entries {
+        balance = balance
+            .checked_add(amount)
+            .filter(|b| *b >= 0)
+            .ok_or_else(|| anyhow::anyhow!("a ledger entry would make the balance negative"))?;
+        rows.push((
+            point_ledger::user_id.eq(user.as_str()),
+            point_ledger::kind.eq(kind.as_str()),
+            point_ledger::amount.eq(amount),
+            point_ledger::balance_after.eq(balance.unsigned_abs()),
+            point_ledger::order_id.eq(order.map(|o| o.id.0)),
+            // The order's first seat, as before orders.
+            point_ledger::reservation_id.eq(order
+                .and_then(|o| <[_]>::first(&o.seats))
+                .map(|s| s.reservation_id.0)),
+            point_ledger::created_at.eq(naive(now)),
+        ));
+    }
+    let new = Points(balance.unsigned_abs());
     // `balance = old` re-checks what the caller read under the lock; if anything
     // ever wrote past the lock this fails instead of losing an update.
     let updated = diesel::update(
@@ -107,22 +175,13 @@ pub async fn apply(
     .execute(conn)
     .await?;
     anyhow::ensure!(updated == 1, "wallet balance changed under its row lock");
-    let amount = i64::try_from(new.0)? - i64::try_from(old.0)?;
     diesel::insert_into(point_ledger::table)
-        .values((
-            point_ledger::user_id.eq(user.as_str()),
-            point_ledger::kind.eq(kind.as_str()),
-            point_ledger::amount.eq(amount),
-            point_ledger::balance_after.eq(new.0),
-            point_ledger::reservation_id.eq(reservation.map(|r| r.0)),
-            point_ledger::created_at.eq(naive(now)),
-        ))
+        .values(rows)
         .execute(conn)
         .await?;
-    Ok(())
+    Ok(new)
 }
 
-/// A page of the ledger, newest first, starting below the id `before`.
 pub async fn history(
     conn: &mut DbConn,
     user: &UserId,

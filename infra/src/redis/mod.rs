@@ -211,7 +211,8 @@ impl Keys {
     }
 
     pub fn seat_lock(&self, schedule: domain::ScheduleId, seat: domain::SeatNo) -> String {
-        format!("{}:lock:{{seat:{schedule}:{seat}}}", self.prefix)
+        // One hash tag per schedule: an order's seats are locked by one script.
+        format!("{}:lock:{{seats:{schedule}}}:{seat}", self.prefix)
     }
 
     /// Concerts with a waiting room.

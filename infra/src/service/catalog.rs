@@ -5,7 +5,7 @@ use domain::{ConcertId, LookupError, ScheduleId};
 
 use super::{ScheduleInfo, Services};
 use crate::db;
-use crate::db::catalog::{self, ConcertRow, ScheduleRow, SeatRow};
+use crate::db::catalog::{self, ConcertRow, GradeRow, ScheduleRow, SeatRow};
 
 /// A schedule's concert and size, from memory after the first read.
 pub async fn schedule_info(svc: &Services, id: ScheduleId) -> anyhow::Result<Option<ScheduleInfo>> {
@@ -42,12 +42,12 @@ pub async fn concert(svc: &Services, id: ConcertId) -> Result<ConcertRow, Lookup
         .ok_or(LookupError::ConcertNotFound)
 }
 
-/// A concert's schedules, each with its count of free seats at `now`.
+/// A concert's schedules, each with its grades and their free seats at `now`.
 pub async fn schedules(
     svc: &Services,
     concert: ConcertId,
     now: DateTime<Utc>,
-) -> Result<Vec<(ScheduleRow, u64)>, LookupError> {
+) -> Result<Vec<(ScheduleRow, Vec<GradeRow>)>, LookupError> {
     let mut conn = svc.db().await?;
     if catalog::concert(&mut conn, concert)
         .await

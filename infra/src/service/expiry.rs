@@ -1,43 +1,43 @@
-//! The expiry worker: frees seats whose holds lapsed and records them EXPIRED.
+//! The expiry worker: frees seats whose holds lapsed and records their orders
+//! EXPIRED; and, on the same tick, works through the orders of cancelled shows.
 //!
 //! Holds are also reused lazily (a new hold may take a lapsed seat at once), so
-//! the worker is about tidy state, the seat map and the `ReservationExpired` event,
+//! the worker is about tidy state, the seat map and the `OrderExpired` event,
 //! never about who may book.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection as _;
-use domain::{DomainEvent, ReservationId, ReservationStatus};
+use domain::{DomainEvent, Order, OrderId, OrderStatus, SeatState};
 
-use super::{Abort, Services, retry_deadlocks};
-use crate::db::{outbox, reservations};
-use crate::redis::cache::Entry;
-use crate::redis::lock;
+use super::{Abort, Services, orders, retry_deadlocks, shows};
+use crate::db::{orders as order_rows, outbox, reservations};
 
-/// Expires every hold lapsed at `now`, one batch per transaction. Returns how many.
+/// Expires every hold lapsed at `now`, one batch per transaction. Returns how many
+/// orders.
 pub async fn expire_lapsed(svc: &Services, now: DateTime<Utc>) -> anyhow::Result<usize> {
     let batch = svc.settings.expiry_batch_size.max(1);
     let mut total = 0;
     loop {
         let mut conn = svc.db().await?;
-        let expired = retry_deadlocks!(
+        let expired: Vec<Order> = retry_deadlocks!(
             conn.transaction(async |conn| {
-                let lapsed = reservations::lock_lapsed(conn, now, batch).await?;
+                let lapsed = order_rows::lock_lapsed(conn, now, batch).await?;
                 if lapsed.is_empty() {
                     return Ok::<_, Abort<()>>(lapsed);
                 }
-                let ids: Vec<ReservationId> = lapsed.iter().map(|r| r.id).collect();
-                reservations::set_status(conn, &ids, ReservationStatus::Expired, now).await?;
-                reservations::free_seats(conn, &ids).await?;
+                let ids: Vec<OrderId> = lapsed.iter().map(|o| o.id).collect();
+                order_rows::set_status(conn, &ids, OrderStatus::Expired, now).await?;
+                let lines: Vec<_> = lapsed.iter().flat_map(Order::reservation_ids).collect();
+                reservations::free_seats(conn, &lines, SeatState::Held).await?;
                 let events = lapsed
                     .iter()
-                    .map(|r| DomainEvent::ReservationExpired {
-                        reservation_id: r.id,
-                        concert_id: r.concert_id,
-                        schedule_id: r.schedule_id,
-                        seat_no: r.seat_no,
+                    .map(|o| DomainEvent::OrderExpired {
+                        order_id: o.id,
+                        concert_id: o.concert_id,
+                        schedule_id: o.schedule_id,
+                        seats: o.seat_numbers(),
                     })
                     .collect();
                 outbox::append(conn, events, now).await?;
@@ -54,33 +54,9 @@ pub async fn expire_lapsed(svc: &Services, now: DateTime<Utc>) -> anyhow::Result
         }
         total += expired.len();
         svc.relay.wake();
-        svc.metrics.holds_expired.inc_by(expired.len() as u64);
-        let markers = expired.iter().map(|r| {
-            let key = svc.keys.seat_lock(r.schedule_id, r.seat_no);
-            async move { lock::clear_hold(&svc.redis, &key, r.id).await }
-        });
-        if futures::future::join_all(markers)
-            .await
-            .iter()
-            .any(Result::is_err)
-        {
-            tracing::warn!("some seat markers were not cleared; they lapse with their holds");
-        }
-        let stale: BTreeSet<_> = expired
-            .iter()
-            .flat_map(|r| [(0, r.schedule_id.0), (1, r.concert_id.0)])
-            .collect();
-        let entries: Vec<Entry> = stale
-            .into_iter()
-            .map(|(kind, id)| {
-                if kind == 0 {
-                    Entry::SeatMap(domain::ScheduleId(id))
-                } else {
-                    Entry::Schedules(domain::ConcertId(id))
-                }
-            })
-            .collect();
-        svc.cache.invalidate(&entries).await;
+        let seats: usize = expired.iter().map(|o| o.seats.len()).sum();
+        svc.metrics.holds_expired.inc_by(seats as u64);
+        orders::seats_freed(svc, &expired).await;
         if expired.len() < batch as usize {
             return Ok(total);
         }
@@ -95,6 +71,11 @@ pub async fn run(svc: Services, shutdown: impl Future<Output = ()>) {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "expired lapsed holds"),
             Err(e) => tracing::error!(error = format!("{e:#}"), "expiry worker run failed"),
+        }
+        match shows::settle_cancelled(&svc, crate::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(orders = n, "released or refunded orders of cancelled shows"),
+            Err(e) => tracing::error!(error = format!("{e:#}"), "cancelled shows run failed"),
         }
     })
     .await;

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod catalog;
 pub mod expiry;
 pub mod gauges;
+pub mod orders;
 pub mod payments;
 pub mod points;
 pub mod queue;
@@ -13,6 +14,7 @@ pub mod relay;
 pub mod reservations;
 pub mod sale;
 pub mod sales;
+pub mod shows;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -49,8 +51,9 @@ pub struct Services {
     queues: Arc<RwLock<HashSet<ConcertId>>>,
 }
 
-/// The facts of a schedule a booking needs. Schedules never change once created,
-/// so each instance keeps them in memory after the first read.
+/// The facts of a schedule a booking needs. They never change once created (a
+/// cancelled show is a status, read in each hold's transaction), so each instance
+/// keeps them in memory after the first read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScheduleInfo {
     pub concert_id: ConcertId,

@@ -18,19 +18,79 @@ use crate::kafka;
 
 /// What an event adds to its concert's sales, if it concerns a concert.
 pub fn delta(event: &DomainEvent) -> Option<(ConcertId, SalesDelta)> {
-    let one = SalesDelta::default();
+    let none = SalesDelta::default();
+    let n = |seats: &[domain::SeatNo]| seats.len() as u64;
     match event {
+        DomainEvent::OrderHeld {
+            concert_id, seats, ..
+        } => Some((
+            *concert_id,
+            SalesDelta {
+                holds: seats.len() as u64,
+                ..none
+            },
+        )),
+        DomainEvent::OrderReleased {
+            concert_id, seats, ..
+        } => Some((
+            *concert_id,
+            SalesDelta {
+                releases: n(seats),
+                ..none
+            },
+        )),
+        DomainEvent::OrderExpired {
+            concert_id, seats, ..
+        } => Some((
+            *concert_id,
+            SalesDelta {
+                expirations: n(seats),
+                ..none
+            },
+        )),
+        DomainEvent::OrderPaid {
+            concert_id,
+            seats,
+            amount,
+            ..
+        } => Some((
+            *concert_id,
+            SalesDelta {
+                seats_sold: n(seats),
+                revenue: amount.0,
+                ..none
+            },
+        )),
+        DomainEvent::OrderCancelled {
+            concert_id,
+            seats,
+            refund,
+            ..
+        } => Some((
+            *concert_id,
+            SalesDelta {
+                cancellations: 1,
+                seats_returned: n(seats),
+                refunded: refund.0,
+                ..none
+            },
+        )),
+        // Version 1 events, still applied when replayed.
         DomainEvent::ReservationHeld { concert_id, .. } => {
-            Some((*concert_id, SalesDelta { holds: 1, ..one }))
+            Some((*concert_id, SalesDelta { holds: 1, ..none }))
         }
-        DomainEvent::ReservationReleased { concert_id, .. } => {
-            Some((*concert_id, SalesDelta { releases: 1, ..one }))
-        }
+        DomainEvent::ReservationReleased { concert_id, .. } => Some((
+            *concert_id,
+            SalesDelta {
+                releases: 1,
+                ..none
+            },
+        )),
         DomainEvent::ReservationExpired { concert_id, .. } => Some((
             *concert_id,
             SalesDelta {
                 expirations: 1,
-                ..one
+                ..none
             },
         )),
         DomainEvent::PaymentCompleted {
@@ -40,10 +100,13 @@ pub fn delta(event: &DomainEvent) -> Option<(ConcertId, SalesDelta)> {
             SalesDelta {
                 seats_sold: 1,
                 revenue: amount.0,
-                ..one
+                ..none
             },
         )),
-        DomainEvent::PointsCharged { .. } | DomainEvent::SaleChanged { .. } => None,
+        DomainEvent::PointsCharged { .. }
+        | DomainEvent::PointsRefunded { .. }
+        | DomainEvent::ShowCancelled { .. }
+        | DomainEvent::SaleChanged { .. } => None,
     }
 }
 
@@ -92,6 +155,8 @@ pub async fn report(svc: &Services, concert: ConcertId) -> Result<ConcertSales, 
         seats_sold: 0,
         revenue: 0,
         updated_at: row.created_at,
+        cancellations: 0,
+        refunded: 0,
     })
 }
 

@@ -4,8 +4,11 @@
 //! server has lost its token; `?userId=` still joins in development mode. Before a
 //! sale opens it counts down to the opening (on the server's clock, whatever the fan's
 //! computer says), then shows the place the opening gave; a closed line and a sold-out
-//! concert end the visit.
-//! Screenshots are kept in `target/test-artifacts/` (or `$BOXOFFICE_TEST_ARTIFACTS`).
+//! concert end the visit. Once let in, the fan books on the page: a seat map by grade,
+//! a hold of the picked seats as one order, a top-up, a payment retried safely, and a
+//! cancellation with its refund and fee.
+//! Screenshots are kept in `target/test-artifacts/` (or `$BOXOFFICE_TEST_ARTIFACTS`);
+//! the README's copies are in `docs/screenshots/`.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -631,4 +634,595 @@ async fn a_sold_out_concert_ends_the_visit() {
             .is_null()
     );
     page.screenshot("waiting-room-sold-out.png").await;
+}
+
+// ---- Booking on the page (issue 15) -----------------------------------------------------
+
+/// Prices whose 10% cancellation fee is not a whole number of points (the fee rounds
+/// down, in the fan's favour).
+const VIP_PRICE: u64 = 33_333;
+const R_PRICE: u64 = 22_222;
+const FEE_PERCENT: u64 = 10;
+/// The seats one fan may have of a concert when its sale does not say (the public
+/// sale view the page reads does not carry `maxSeatsPerFan`: the page assumes this).
+const MAX_SEATS_PER_FAN: u64 = 4;
+
+/// A concert of one schedule in two grades: VIP seats 1-4, R seats 5-12. Returns the
+/// concert and schedule ids.
+async fn create_graded_concert(app: &TestApp) -> (u64, u64) {
+    let body = json!({
+        "title": "Graded Concert",
+        "artist": "Test Band",
+        "schedules": [{
+            "venue": "Test Hall",
+            "startsAt": "2027-01-01T19:00:00Z",
+            "grades": [
+                {"name": "VIP", "price": VIP_PRICE, "firstSeat": 1, "lastSeat": 4},
+                {"name": "R", "price": R_PRICE, "firstSeat": 5, "lastSeat": 12},
+            ],
+        }],
+        "cancellation": {"cutoffHours": 24, "feePercent": FEE_PERCENT},
+    });
+    let res = app
+        .admin(reqwest::Method::POST, "/v1/admin/concerts", Some(&body))
+        .await;
+    let status = res.status();
+    let created: Value = res.json().await.expect("json");
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{created}");
+    (
+        created["concertId"].as_u64().expect("concert id"),
+        created["scheduleIds"][0].as_u64().expect("schedule id"),
+    )
+}
+
+/// The value of a JavaScript expression, through JSON (arrays and objects too).
+async fn json_of(page: &mut Page, expression: &str) -> Value {
+    let text = page.eval(&format!("JSON.stringify({expression})")).await;
+    serde_json::from_str(text.as_str().unwrap_or("null")).expect("JSON from the page")
+}
+
+/// Clicks what `selector` names as a fan would: the mouse pressed and released on its
+/// middle, where it must be visible and on top.
+async fn click(page: &mut Page, selector: &str) {
+    let at = json_of(
+        page,
+        &format!(
+            "(() => {{ const e = document.querySelector({selector:?}); if (!e) return null; \
+             e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect(); \
+             const x = r.x + r.width / 2, y = r.y + r.height / 2; \
+             const top = document.elementFromPoint(x, y); \
+             return {{x, y, onTop: !!top && (top === e || e.contains(top))}}; }})()"
+        ),
+    )
+    .await;
+    assert!(
+        at["onTop"] == true,
+        "{selector} is not there to click ({at}); the page: {}",
+        page.eval("document.body.innerText").await
+    );
+    for kind in ["mousePressed", "mouseReleased"] {
+        page.call(
+            "Input.dispatchMouseEvent",
+            json!({"type": kind, "x": at["x"], "y": at["y"], "button": "left", "clickCount": 1}),
+        )
+        .await;
+    }
+}
+
+/// A screenshot of the whole page (the booking part is taller than the window), from
+/// its top, without scrollbars.
+async fn whole_page_screenshot(page: &mut Page, name: &str) {
+    page.call("Emulation.setScrollbarsHidden", json!({"hidden": true}))
+        .await;
+    page.eval("window.scrollTo(0, 0)").await;
+    // The page's margins are in vh: a taller window makes it a little taller too.
+    let mut height = 700;
+    for _ in 0..5 {
+        page.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": 900, "height": height, "deviceScaleFactor": 1, "mobile": false}),
+        )
+        .await;
+        let needed = page
+            .eval("Math.ceil(document.documentElement.scrollHeight)")
+            .await
+            .as_u64()
+            .expect("height");
+        if needed <= height {
+            break;
+        }
+        height = needed;
+    }
+    let shot = page.screenshot(name).await;
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 1_000,
+        "a real screenshot"
+    );
+    page.call("Emulation.clearDeviceMetricsOverride", json!({}))
+        .await;
+    page.call("Emulation.setScrollbarsHidden", json!({"hidden": false}))
+        .await;
+}
+
+/// The code of the problem the page shows, once it shows one.
+async fn problem_shown(page: &mut Page, code: &str) -> String {
+    until_page(
+        page,
+        &format!("the page shows {code}"),
+        &format!("document.getElementById('problem').dataset.code === {code:?} && !document.getElementById('problem').hidden"),
+        Duration::from_secs(10),
+    )
+    .await;
+    page.text_of("problem").await
+}
+
+async fn order_status_shown(page: &mut Page, status: &str) {
+    until_page(
+        page,
+        &format!("the order shows {status}"),
+        &format!("document.getElementById('order-status').textContent === {status:?}"),
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
+/// Records the Idempotency-Key of every payment the page sends, and loses the answer
+/// of the next one when `window.loseNextPayment` is set (the request reaches the server
+/// and is done; the page hears nothing).
+const PAYMENT_SPY: &str = "(() => { window.payKeys = []; window.loseNextPayment = false; \
+     const realFetch = window.fetch; \
+     window.fetch = async (url, init) => { \
+       if (String(url).endsWith('/payment')) { \
+         window.payKeys.push(init.headers['idempotency-key']); \
+         if (window.loseNextPayment) { window.loseNextPayment = false; \
+           await realFetch(url, init); throw new TypeError('Failed to fetch'); } } \
+       return realFetch(url, init); }; \
+     return true; })()";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_let_in_the_page_books_pays_and_cancels_an_order() {
+    let app = TestApp::spawn_with(|s| s.queue_admission = false).await;
+    let (concert, schedule) = create_graded_concert(&app).await;
+    let port = free_port();
+    let _browser = launch(port);
+    let mut page = Page::open(port, &fan_url(&app, concert, "page-fan")).await;
+    page.wait_for_text("status", "number 1 in line").await;
+    // Another fan, behind in line; both are let in at the next tick.
+    let rival = app.waiting_token(concert, "rival").await;
+    infra::service::queue::tick_all(&app.svc).await.unwrap();
+    page.wait_for_text("status", "your turn").await;
+    app.until_state(&rival, "ACTIVE").await;
+
+    shows_the_seat_map_by_grade(&mut page).await;
+    names_a_seat_taken_meanwhile(&app, &mut page, &rival, schedule).await;
+    let (order, fan) = holds_the_picked_seats(&app, &mut page).await;
+    tops_up_and_pays_once(&app, &mut page, order, &fan, schedule).await;
+    cancels_for_a_fee(&app, &mut page, order, &fan, schedule).await;
+}
+
+/// The seat map, by grade: each seat with its grade, a colour per grade, a legend of
+/// grade, price and free seats, and the sale's seat limit.
+async fn shows_the_seat_map_by_grade(page: &mut Page) {
+    until_page(
+        page,
+        "the seat map",
+        "document.querySelectorAll('#seats [data-seat]').length === 12",
+        Duration::from_secs(10),
+    )
+    .await;
+    let grades = json_of(
+        page,
+        "[...document.querySelectorAll('#seats [data-seat]')].map(b => b.dataset.grade)",
+    )
+    .await;
+    let expected: Vec<&str> = (1..=12).map(|n| if n <= 4 { "VIP" } else { "R" }).collect();
+    assert_eq!(grades, json!(expected));
+    let legend = json_of(
+        page,
+        "[...document.querySelectorAll('#legend li[data-grade]')]\
+         .map(li => [li.dataset.grade, Number(li.dataset.price), Number(li.dataset.available)])",
+    )
+    .await;
+    assert_eq!(legend, json!([["VIP", VIP_PRICE, 4], ["R", R_PRICE, 8]]));
+    let legend = page.text_of("legend").await;
+    for text in [
+        format!("VIP {} · 4 free", points_text(VIP_PRICE)),
+        format!("R {} · 8 free", points_text(R_PRICE)),
+    ] {
+        assert!(legend.contains(&text), "{text:?} in {legend:?}");
+    }
+    let colours = json_of(
+        page,
+        "[1, 5].map(n => getComputedStyle(document.querySelector(`[data-seat=\"${n}\"]`)).backgroundColor)",
+    )
+    .await;
+    assert_ne!(colours[0], colours[1], "each grade its colour");
+    let limit = page.text_of("limit").await;
+    assert!(
+        limit.contains(&format!("Up to {MAX_SEATS_PER_FAN} seats per fan")),
+        "{limit}"
+    );
+    whole_page_screenshot(page, "orders-seat-map.png").await;
+}
+
+/// The rival takes seat 3 while the page still shows it free. The fan picks 3 and 6
+/// and asks to hold them: nothing is held, the page names the taken seat and shows
+/// the map as it is now (3 taken, 6 still picked).
+async fn names_a_seat_taken_meanwhile(app: &TestApp, page: &mut Page, rival: &str, schedule: u64) {
+    let res = order(app, rival, &json!({"scheduleId": schedule, "seats": [3]})).await;
+    assert_eq!(res.status(), reqwest::StatusCode::CREATED);
+    click(page, "[data-seat=\"3\"]").await;
+    click(page, "[data-seat=\"6\"]").await;
+    assert_eq!(
+        json_of(page, "document.getElementById('picked').dataset.count").await,
+        "2"
+    );
+    click(page, "#hold").await;
+    let shown = problem_shown(page, "SEAT_TAKEN").await;
+    assert!(
+        shown.contains("seat 3 ") || shown.contains("seats 3 "),
+        "{shown}"
+    );
+    until_page(
+        page,
+        "seat 3 shown taken",
+        "document.querySelector('[data-seat=\"3\"]').dataset.status === 'HELD' \
+         && document.querySelector('[data-seat=\"3\"]').disabled \
+         && document.querySelector('#legend li[data-grade=\"VIP\"]').dataset.available === '3'",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        json_of(
+            page,
+            "[...document.querySelectorAll('#seats [aria-pressed=\"true\"]')].map(b => Number(b.dataset.seat))"
+        )
+        .await,
+        json!([6])
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM orders WHERE user_id = 'page-fan'")
+            .await,
+        0,
+        "all or nothing"
+    );
+    whole_page_screenshot(page, "orders-seat-taken.png").await;
+}
+
+/// No more picks than a fan may have; then 2 (VIP) and 6 (R) held as one order, shown
+/// HELD with its lines, total and a countdown to `heldUntil`. Returns the order and the
+/// page's token.
+async fn holds_the_picked_seats(app: &TestApp, page: &mut Page) -> (u64, String) {
+    // 6 is picked already; 2, 7, 8 make four; 9 is one too many.
+    for seat in [2, 7, 8, 9] {
+        click(page, &format!("[data-seat=\"{seat}\"]")).await;
+    }
+    assert_eq!(
+        json_of(
+            page,
+            "[Number(document.getElementById('picked').dataset.count), document.getElementById('limit').dataset.reached]"
+        )
+        .await,
+        json!([MAX_SEATS_PER_FAN, "true"]),
+        "a pick beyond the limit is refused"
+    );
+    for seat in [7, 8] {
+        click(page, &format!("[data-seat=\"{seat}\"]")).await; // changed their mind
+    }
+
+    click(page, "#hold").await;
+    order_status_shown(page, "HELD").await;
+    let order = json_of(
+        page,
+        "Number(document.getElementById('order').dataset.orderId)",
+    )
+    .await
+    .as_u64()
+    .expect("order id");
+    let total = VIP_PRICE + R_PRICE;
+    let lines = json_of(
+        page,
+        "[...document.querySelectorAll('#order-seats tr')]\
+         .map(tr => [Number(tr.dataset.seat), tr.dataset.grade, Number(tr.dataset.price)])",
+    )
+    .await;
+    assert_eq!(lines, json!([[2, "VIP", VIP_PRICE], [6, "R", R_PRICE]]));
+    assert_eq!(
+        json_of(
+            page,
+            "Number(document.getElementById('order-total').dataset.amount)"
+        )
+        .await,
+        json!(total)
+    );
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT COUNT(*) FROM orders WHERE id = {order} AND user_id = 'page-fan' \
+             AND status = 'HELD' AND seat_count = 2 AND total = {total}"
+        ))
+        .await,
+        1
+    );
+    let fan = page
+        .eval("sessionStorage.getItem('boxoffice.orderToken')")
+        .await
+        .as_str()
+        .expect("the page keeps its token")
+        .to_owned();
+    let held: Value = app
+        .get(&format!("/v1/orders/{order}"), Some(&fan))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let held_until: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(held["heldUntil"].clone()).expect("heldUntil");
+    let countdown = page.wait_for_text("hold-left", "Held for ").await;
+    let shown = clock_seconds(countdown.trim_start_matches("Held for ")) * 1000;
+    let left = (held_until - chrono::Utc::now()).num_milliseconds();
+    assert!(
+        (shown - left).abs() < 2_000,
+        "the hold countdown shows {shown} ms, heldUntil is {left} ms away"
+    );
+    whole_page_screenshot(page, "orders-held.png").await;
+    (order, fan)
+}
+
+/// Paying with an empty wallet: INSUFFICIENT_POINTS, and the top-up offered is what is
+/// missing. Then the payment goes through but its answer is lost: the page says so, and
+/// paying again sends the same Idempotency-Key. The server answers the first payment
+/// again: one payment, one debit, CONFIRMED.
+async fn tops_up_and_pays_once(
+    app: &TestApp,
+    page: &mut Page,
+    order: u64,
+    fan: &str,
+    schedule: u64,
+) {
+    let total = VIP_PRICE + R_PRICE;
+    assert_eq!(page.eval(PAYMENT_SPY).await, true);
+    click(page, "#pay").await;
+    problem_shown(page, "INSUFFICIENT_POINTS").await;
+    until_page(
+        page,
+        "the balance and the shortfall",
+        &format!(
+            "document.getElementById('balance').dataset.amount === '0' \
+             && document.getElementById('topup-amount').value === '{total}'"
+        ),
+        Duration::from_secs(10),
+    )
+    .await;
+    click(page, "#topup").await;
+    until_page(
+        page,
+        "the topped-up balance",
+        &format!("document.getElementById('balance').dataset.amount === '{total}'"),
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(app.balance(fan).await, total);
+
+    page.eval("window.loseNextPayment = true").await;
+    click(page, "#pay").await;
+    let shown = problem_shown(page, "NETWORK").await;
+    assert!(shown.contains("not be charged twice"), "{shown}");
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT COUNT(*) FROM orders WHERE id = {order} AND status = 'CONFIRMED'"
+        ))
+        .await,
+        1,
+        "the payment whose answer was lost was made"
+    );
+    click(page, "#pay").await;
+    order_status_shown(page, "CONFIRMED").await;
+    let keys = json_of(page, "window.payKeys").await;
+    let keys = keys.as_array().expect("keys");
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert_ne!(keys[0], keys[1], "a new attempt after INSUFFICIENT_POINTS");
+    assert_eq!(keys[1], keys[2], "the retry reuses its attempt's key");
+    page.wait_for_text("status", "You're booked!").await;
+    page.wait_for_text("paid", "you paid once").await;
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT COUNT(*) FROM payments WHERE order_id = {order} AND amount = {total}"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(app.balance(fan).await, 0);
+    assert_eq!(
+        app.seat_statuses(schedule).await[1..6],
+        ["SOLD", "HELD", "AVAILABLE", "AVAILABLE", "SOLD"]
+    );
+    whole_page_screenshot(page, "orders-confirmed.png").await;
+}
+
+/// Cancelling (the turn has ended: paying ended it): the refund is the total less the
+/// fee, rounded down in the fan's favour; the seats are free again, the wallet holds
+/// the refund and is the sum of its ledger.
+async fn cancels_for_a_fee(app: &TestApp, page: &mut Page, order: u64, fan: &str, schedule: u64) {
+    let total = VIP_PRICE + R_PRICE;
+    let fee = total * FEE_PERCENT / 100;
+    let refund = total - fee;
+    click(page, "#cancel").await;
+    click(page, "#cancel-confirm").await;
+    order_status_shown(page, "CANCELLED").await;
+    assert_eq!(
+        json_of(
+            page,
+            "['refund', 'fee', 'balance'].map(id => document.getElementById(id).dataset.amount)"
+        )
+        .await,
+        json!([refund.to_string(), fee.to_string(), refund.to_string()])
+    );
+    let refund_box = page.text_of("refund-box").await;
+    assert!(
+        refund_box.contains(&points_text(refund)) && refund_box.contains(&points_text(fee)),
+        "{refund_box}"
+    );
+    page.wait_for_text("status", "Your order is cancelled")
+        .await;
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT COUNT(*) FROM orders WHERE id = {order} AND status = 'CANCELLED' \
+             AND refund = {refund} AND fee = {fee}"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        app.seat_statuses(schedule).await[1..6],
+        ["AVAILABLE", "HELD", "AVAILABLE", "AVAILABLE", "AVAILABLE"],
+        "seats 2 and 6 are free again; the rival still holds 3"
+    );
+    assert_eq!(app.balance(fan).await, total - fee);
+    assert_eq!(
+        app.scalar("SELECT SUM(amount) FROM point_ledger WHERE user_id = 'page-fan'")
+            .await,
+        (total - fee) as i64,
+        "the wallet is the sum of its ledger"
+    );
+    assert_eq!(
+        app.scalar(&format!(
+            "SELECT COUNT(*) FROM point_ledger WHERE order_id = {order} AND kind = 'REFUND'"
+        ))
+        .await,
+        1,
+        "refunded once"
+    );
+    whole_page_screenshot(page, "orders-cancelled.png").await;
+
+    // Back in the tab later: the page shows the order as the server has it.
+    page.eval("window.beforeReload = true").await;
+    page.call("Page.reload", json!({})).await;
+    until_page(
+        page,
+        "the reloaded page with the cancelled order",
+        "!window.beforeReload && document.getElementById('order-status').textContent === 'CANCELLED'",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        json_of(
+            page,
+            "['refund', 'fee'].map(id => document.getElementById(id).dataset.amount)"
+        )
+        .await,
+        json!([refund.to_string(), fee.to_string()])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_holds_seats_of_a_grade_and_releases_them() {
+    let app = TestApp::spawn().await;
+    let (concert, schedule) = create_graded_concert(&app).await;
+    // Another fan holds three of the four VIP seats.
+    let rival = app.token(concert, "rival").await;
+    let res = order(
+        &app,
+        &rival,
+        &json!({"scheduleId": schedule, "grade": "VIP", "quantity": 3}),
+    )
+    .await;
+    assert_eq!(res.status(), reqwest::StatusCode::CREATED);
+    let port = free_port();
+    let _browser = launch(port);
+    let mut page = Page::open(port, &fan_url(&app, concert, "page-fan")).await;
+    page.wait_for_text("status", "your turn").await;
+    until_page(
+        &mut page,
+        "the grades to ask for",
+        "document.querySelectorAll('#grade option').length === 2",
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // Two VIP seats: only one is free. Nothing is held; the page says why.
+    set_value(&mut page, "#quantity", "2").await;
+    set_value(&mut page, "#grade", "VIP").await;
+    click(&mut page, "#hold-grade").await;
+    let shown = problem_shown(&mut page, "NOT_ENOUGH_SEATS").await;
+    assert!(shown.contains("Not enough free seats"), "{shown}");
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) FROM orders WHERE user_id = 'page-fan'")
+            .await,
+        0
+    );
+
+    // Two R seats: the first two free ones, held as one order.
+    set_value(&mut page, "#grade", "R").await;
+    click(&mut page, "#hold-grade").await;
+    order_status_shown(&mut page, "HELD").await;
+    let lines = json_of(
+        &mut page,
+        "[...document.querySelectorAll('#order-seats tr')].map(tr => [Number(tr.dataset.seat), tr.dataset.grade])",
+    )
+    .await;
+    assert_eq!(lines, json!([[5, "R"], [6, "R"]]));
+    assert!(
+        page.eval("document.getElementById('problem').hidden").await == true,
+        "the old problem is gone"
+    );
+
+    // Released: the order says so, the seats are free, and the map is back.
+    click(&mut page, "#release").await;
+    order_status_shown(&mut page, "RELEASED").await;
+    assert_eq!(
+        app.seat_statuses(schedule).await[4..6],
+        ["AVAILABLE", "AVAILABLE"]
+    );
+    until_page(
+        &mut page,
+        "the seat map, seats 5 and 6 free",
+        "!document.getElementById('shop').hidden \
+         && document.querySelector('[data-seat=\"5\"]').dataset.status === 'AVAILABLE' \
+         && document.querySelector('[data-seat=\"6\"]').dataset.status === 'AVAILABLE'",
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
+/// Sets a form field as typing or choosing would (with its `input` and `change` events).
+async fn set_value(page: &mut Page, selector: &str, value: &str) {
+    let set = page
+        .eval(&format!(
+            "(() => {{ const e = document.querySelector({selector:?}); if (!e) return false; \
+             e.value = {value:?}; e.dispatchEvent(new Event('input', {{bubbles: true}})); \
+             e.dispatchEvent(new Event('change', {{bubbles: true}})); return e.value === {value:?}; }})()"
+        ))
+        .await;
+    assert_eq!(set, true, "{selector} set to {value:?}");
+}
+
+/// Points as the page writes them: "33,333 pts".
+fn points_text(points: u64) -> String {
+    let digits = points.to_string();
+    let mut text = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    format!("{text} pts")
+}
+
+/// "4:53" -> 293.
+fn clock_seconds(clock: &str) -> i64 {
+    clock.split(':').fold(0, |seconds, part| {
+        seconds * 60 + part.trim().parse::<i64>().expect("digits")
+    })
+}
+
+/// `POST /v1/orders` as the holder of `token`.
+async fn order(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
+    app.http
+        .post(app.url("/v1/orders"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("request")
 }

@@ -29,16 +29,20 @@ from typing import Any, Callable
 from boxoffice_client import (
     AdminApi,
     ApiClient,
+    CancellationInput,
     ChargeRequest,
     ConcertsApi,
     Configuration,
     CreateConcert,
+    GradeInput,
     CreateSchedule,
     ErrorCode,
     HoldRequest,
     JoinRequest,
     LedgerKind,
     OperationsApi,
+    OrderRequest,
+    OrdersApi,
     PaymentsApi,
     PayRequest,
     PointsApi,
@@ -53,6 +57,7 @@ from boxoffice_client.exceptions import (
     ApiException,
     ConflictException,
     ForbiddenException,
+    NotFoundException,
     UnauthorizedException,
     UnprocessableEntityException,
 )
@@ -63,6 +68,11 @@ SEATS = 5
 PRICE = 10_000
 TOP_UP = 50_000
 SEAT = 3
+# The concert with grades (orders): VIP seats 1-2, R seats 3-8, a 10% cancellation fee.
+GRADES = [("VIP", 30_000, 1, 2), ("R", 20_000, 3, 8)]
+VIP_PRICE, R_PRICE = 30_000, 20_000
+FEE_PERCENT = 10
+SHOW_REFUNDED_WITHIN = 30.0  # seconds the background refunds of a cancelled show may take
 ISSUER = Path(__file__).resolve().parent.parent / "tools" / "issuer"
 
 
@@ -186,11 +196,12 @@ class Run:
         )
         return "wrong X-Api-Key -> 401 INVALID_API_KEY"
 
-    def join_request(self, user_id: str) -> JoinRequest:
+    def join_request(self, user_id: str, concert_id: int | None = None) -> JoinRequest:
         """Proof of who joins: a signed id token (jwt mode), or the plain userId."""
+        concert_id = self.concert_id if concert_id is None else concert_id
         if self.issuer_dir:
-            return JoinRequest(concert_id=self.concert_id, id_token=mint(self.issuer_dir, user_id))
-        return JoinRequest(concert_id=self.concert_id, user_id=user_id)
+            return JoinRequest(concert_id=concert_id, id_token=mint(self.issuer_dir, user_id))
+        return JoinRequest(concert_id=concert_id, user_id=user_id)
 
     def join(self) -> str:
         anon = QueueApi(client(self.app))
@@ -369,6 +380,230 @@ class Run:
         )
         return f"bob left; holding after that -> 401 {p.code.value}"
 
+    # --- orders: several seats at once, grades, cancellations ---------------------
+
+    def create_graded_concert(self) -> str:
+        admin = AdminApi(client(self.app, admin_key=self.admin_key))
+        created = admin.create_concert(
+            CreateConcert(
+                title=f"SDK orders {self.run_id}",
+                artist="The Generated Clients",
+                schedules=[
+                    CreateSchedule(
+                        venue="Grade Hall",
+                        starts_at=datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=30),
+                        grades=[
+                            GradeInput(name=name, price=price, first_seat=first, last_seat=last)
+                            for name, price, first, last in GRADES
+                        ],
+                    )
+                ],
+                cancellation=CancellationInput(cutoff_hours=24, fee_percent=FEE_PERCENT),
+            ),
+            _request_timeout=TIMEOUT,
+        )
+        expect(len(created.schedule_ids) == 1, f"schedule ids: {created.schedule_ids}")
+        self.graded_concert = created.concert_id
+        self.graded_schedule = created.schedule_ids[0]
+        return f"concert {self.graded_concert}, schedule {self.graded_schedule}: VIP 1-2, R 3-8"
+
+    def join_graded(self) -> str:
+        anon = QueueApi(client(self.app))
+        self.fans = {}
+        for who in ("cat", "dan", "eve"):
+            user_id = f"sdk-{self.run_id}-{who}"
+            t = anon.join_queue(self.join_request(user_id, self.graded_concert), _request_timeout=TIMEOUT)
+            expect(t.concert_id == self.graded_concert, f"ticket: {t}")
+            self.fans[who] = client(self.app, token=t.token)
+        deadline = time.monotonic() + ACTIVE_WITHIN
+        for who, api in self.fans.items():
+            while (status := QueueApi(api).get_queue_status(_request_timeout=TIMEOUT)).state != QueueState.ACTIVE:
+                expect(status.state == QueueState.WAITING, f"{who}: {status.state.value}")
+                if time.monotonic() > deadline:
+                    raise Failed(f"{who} still WAITING after {ACTIVE_WITHIN:.0f}s: {status}")
+                time.sleep(0.2)
+        return "cat, dan and eve ACTIVE"
+
+    def browse_grades(self) -> str:
+        concerts = ConcertsApi(self.fans["cat"])
+        (schedule,) = concerts.list_schedules(self.graded_concert, _request_timeout=TIMEOUT).schedules
+        got = [(g.name, g.price, g.first_seat, g.last_seat, g.seat_count, g.available) for g in schedule.grades]
+        want = [(n, p, f, la, la - f + 1, la - f + 1) for n, p, f, la in GRADES]
+        expect(got == want, f"grades {got}, expected {want}")
+        seats = concerts.get_seat_map(self.graded_schedule, _request_timeout=TIMEOUT).seats
+        got_seats = [(s.seat_no, s.grade, s.price) for s in seats]
+        want_seats = [(n, g, p) for g, p, f, la in GRADES for n in range(f, la + 1)]
+        expect(got_seats == want_seats, f"seat map {got_seats}")
+        return "schedule grades and per-seat grades as created"
+
+    def order_seats(self) -> str:
+        order = OrdersApi(self.fans["cat"]).hold_order(
+            OrderRequest(schedule_id=self.graded_schedule, seats=[1, 3]), _request_timeout=TIMEOUT
+        )
+        expect(order.status == ReservationState.HELD, f"status {order.status}")
+        expect((order.concert_id, order.schedule_id) == (self.graded_concert, self.graded_schedule), f"{order}")
+        lines = [(s.seat_no, s.grade, s.price) for s in order.seats]
+        expect(lines == [(1, "VIP", VIP_PRICE), (3, "R", R_PRICE)], f"seats {lines}")
+        expect(order.total == VIP_PRICE + R_PRICE, f"total {order.total}")
+        expect(all(s.reservation_id for s in order.seats), f"lines without reservations: {order.seats}")
+        expect(order.held_until > datetime.now(timezone.utc), f"heldUntil in the past: {order.held_until}")
+        expect(order.refund is None and order.fee is None and order.cancelled_at is None, f"{order}")
+        self.cat_order = order
+        return f"order {order.id}: seats 1 (VIP) + 3 (R) HELD, total {order.total}"
+
+    def order_overlap(self) -> str:
+        orders = OrdersApi(self.fans["dan"])
+        p = expect_problem(
+            lambda: orders.hold_order(
+                OrderRequest(schedule_id=self.graded_schedule, seats=[3, 4]), _request_timeout=TIMEOUT
+            ),
+            ConflictException, 409, ErrorCode.SEAT_TAKEN,
+        )
+        expect("3" in (p.detail or ""), f"detail does not name the taken seat: {p.detail!r}")
+        seat = ConcertsApi(self.fans["dan"]).get_seat_map(self.graded_schedule, _request_timeout=TIMEOUT).seats[3]
+        expect(seat.status == SeatStatus.AVAILABLE, f"all or nothing: seat 4 after the refusal: {seat}")
+        return f"409 {p.code.value}: {p.detail}; seat 4 still AVAILABLE"
+
+    def order_by_grade(self) -> str:
+        order = OrdersApi(self.fans["dan"]).hold_order(
+            OrderRequest(schedule_id=self.graded_schedule, grade="R", quantity=2), _request_timeout=TIMEOUT
+        )
+        expect(order.status == ReservationState.HELD, f"status {order.status}")
+        seats = [s.seat_no for s in order.seats]
+        expect(len(seats) == 2 and all(4 <= n <= 8 for n in seats), f"R seats other than 3: {seats}")
+        expect(all((s.grade, s.price) == ("R", R_PRICE) for s in order.seats), f"{order.seats}")
+        expect(order.total == 2 * R_PRICE, f"total {order.total}")
+        self.dan_order = order
+        # Eve holds the other VIP seat: the show cancellation releases it below.
+        self.eve_order = OrdersApi(self.fans["eve"]).hold_order(
+            OrderRequest(schedule_id=self.graded_schedule, seats=[2]), _request_timeout=TIMEOUT
+        )
+        expect(self.eve_order.status == ReservationState.HELD, f"eve: {self.eve_order}")
+        return f"order {order.id}: 2 x R (seats {seats}), total {order.total}; eve holds seat 2"
+
+    def _top_up(self, who: str, amount: int) -> int:
+        points = PointsApi(self.fans[who])
+        before = points.get_balance(_request_timeout=TIMEOUT).balance
+        points.charge_points(str(uuid.uuid4()), ChargeRequest(amount=amount), _request_timeout=TIMEOUT)
+        return before + amount
+
+    def pay_order(self) -> str:
+        self.cat_balance = self._top_up("cat", self.cat_order.total)
+        orders = OrdersApi(self.fans["cat"])
+        key = str(uuid.uuid4())
+        first = orders.pay_order_with_http_info(
+            order_id=self.cat_order.id, idempotency_key=key, _request_timeout=TIMEOUT
+        )
+        expect(first.status_code == 201, f"status {first.status_code}")
+        paid = first.data
+        expect((paid.order_id, paid.amount) == (self.cat_order.id, self.cat_order.total), f"payment {paid}")
+        expect(paid.balance_after == self.cat_balance - self.cat_order.total, f"balanceAfter {paid.balance_after}")
+        retry = orders.pay_order_with_http_info(
+            order_id=self.cat_order.id, idempotency_key=key, _request_timeout=TIMEOUT
+        )
+        expect(_replayed(retry.headers), f"retry not marked Idempotent-Replayed: {retry.headers}")
+        expect(retry.data.id == paid.id, f"replay paid again: {retry.data.id} != {paid.id}")
+        self.cat_balance = paid.balance_after
+        return f"payment {paid.id} of {paid.amount}; same key replayed"
+
+    def read_order(self) -> str:
+        orders = OrdersApi(self.fans["cat"])
+        order = orders.get_order(self.cat_order.id, _request_timeout=TIMEOUT)
+        expect(order.status == ReservationState.CONFIRMED, f"status after payment {order.status}")
+        expect([s.seat_no for s in order.seats] == [1, 3], f"seats {order.seats}")
+        listed = orders.list_orders(_request_timeout=TIMEOUT).orders
+        expect([o.id for o in listed] == [self.cat_order.id], f"cat's orders: {[o.id for o in listed]}")
+        seats = ConcertsApi(self.fans["cat"]).get_seat_map(self.graded_schedule, _request_timeout=TIMEOUT).seats
+        expect(seats[0].status == seats[2].status == SeatStatus.SOLD, f"seats 1, 3: {seats[0]}, {seats[2]}")
+        p = expect_problem(
+            lambda: OrdersApi(self.fans["dan"]).get_order(self.cat_order.id, _request_timeout=TIMEOUT),
+            NotFoundException, 404, ErrorCode.ORDER_NOT_FOUND,
+        )
+        return f"CONFIRMED, listed, seats SOLD; someone else's order 404 {p.code.value}"
+
+    def cancel_order(self) -> str:
+        orders = OrdersApi(self.fans["cat"])
+        key = str(uuid.uuid4())
+        total = self.cat_order.total
+        fee = total * FEE_PERCENT // 100
+        first = orders.cancel_order_with_http_info(
+            order_id=self.cat_order.id, idempotency_key=key, _request_timeout=TIMEOUT
+        )
+        expect(first.status_code == 201, f"status {first.status_code}")
+        done = first.data
+        expect((done.order_id, done.refund, done.fee) == (self.cat_order.id, total - fee, fee), f"{done}")
+        expect(done.balance_after == self.cat_balance + total - fee, f"balanceAfter {done.balance_after}")
+        retry = orders.cancel_order_with_http_info(
+            order_id=self.cat_order.id, idempotency_key=key, _request_timeout=TIMEOUT
+        )
+        expect(_replayed(retry.headers), f"retry not marked Idempotent-Replayed: {retry.headers}")
+        expect(retry.data == done, f"replay differs: {retry.data} vs {done}")
+        order = orders.get_order(self.cat_order.id, _request_timeout=TIMEOUT)
+        expect(order.status == ReservationState.CANCELLED, f"status {order.status}")
+        expect((order.refund, order.fee) == (total - fee, fee) and order.cancelled_at is not None, f"{order}")
+        points = PointsApi(self.fans["cat"])
+        balance = points.get_balance(_request_timeout=TIMEOUT).balance
+        expect(balance == self.cat_balance + total - fee, f"balance {balance}")
+        entries = points.get_points_history(limit=10, _request_timeout=TIMEOUT).entries
+        recent = sorted((e.kind.value, e.amount) for e in entries[:2])
+        want = sorted([(LedgerKind.REFUND.value, total), (LedgerKind.FEE.value, -fee)])
+        expect(recent == want, f"history {recent}, expected {want}")
+        p = expect_problem(
+            lambda: orders.cancel_order(
+                order_id=self.cat_order.id, idempotency_key=str(uuid.uuid4()), _request_timeout=TIMEOUT
+            ),
+            ConflictException, 409, ErrorCode.ORDER_CANCELLED,
+        )
+        return f"refund {done.refund} + fee {done.fee} = {total}; replayed; a new key -> 409 {p.code.value}"
+
+    def cancel_unpaid(self) -> str:
+        p = expect_problem(
+            lambda: OrdersApi(self.fans["dan"]).cancel_order(
+                order_id=self.dan_order.id, idempotency_key=str(uuid.uuid4()), _request_timeout=TIMEOUT
+            ),
+            ConflictException, 409, ErrorCode.ORDER_NOT_PAID,
+        )
+        return f"409 {p.code.value}"
+
+    def show_cancellation(self) -> str:
+        # Dan pays his order first: a cancelled show refunds it in full, without a fee.
+        dan_balance = self._top_up("dan", self.dan_order.total)
+        OrdersApi(self.fans["dan"]).pay_order(
+            order_id=self.dan_order.id, idempotency_key=str(uuid.uuid4()), _request_timeout=TIMEOUT
+        )
+        admin = AdminApi(client(self.app, admin_key=self.admin_key))
+        started = admin.cancel_show_with_http_info(self.graded_schedule, _request_timeout=TIMEOUT)
+        expect(started.status_code == 202, f"status {started.status_code}")
+        expect(started.data.schedule_id == self.graded_schedule, f"{started.data}")
+        deadline = time.monotonic() + SHOW_REFUNDED_WITHIN
+        while True:
+            progress = admin.get_show_cancellation(self.graded_schedule, _request_timeout=TIMEOUT)
+            # Dan's paid order is refunded, eve's held one released; cat's was cancelled already.
+            expect(progress.orders_refunded <= 1, f"only dan's order is paid and not cancelled: {progress}")
+            if progress.orders_to_settle == 0:
+                break
+            if time.monotonic() > deadline:
+                raise Failed(f"not settled after {SHOW_REFUNDED_WITHIN:.0f}s: {progress}")
+            time.sleep(0.2)
+        expect(progress.orders_refunded == 1, f"settled without refunding dan's order: {progress}")
+        again = admin.cancel_show_with_http_info(self.graded_schedule, _request_timeout=TIMEOUT)
+        expect(again.status_code == 202, f"again: status {again.status_code}")
+        expect((again.data.orders_to_settle, again.data.orders_refunded) == (0, 1), f"again: {again.data}")
+        dan = OrdersApi(self.fans["dan"]).get_order(self.dan_order.id, _request_timeout=TIMEOUT)
+        expect(dan.status == ReservationState.CANCELLED, f"dan's paid order: {dan.status}")
+        expect((dan.refund, dan.fee) == (self.dan_order.total, 0), f"refund in full, no fee: {dan}")
+        balance = PointsApi(self.fans["dan"]).get_balance(_request_timeout=TIMEOUT).balance
+        expect(balance == dan_balance, f"dan's balance {balance}, expected {dan_balance} (all back)")
+        eve = OrdersApi(self.fans["eve"]).get_order(self.eve_order.id, _request_timeout=TIMEOUT)
+        expect(eve.status == ReservationState.RELEASED, f"eve's held order: {eve.status}")
+        p = expect_problem(
+            lambda: OrdersApi(self.fans["eve"]).hold_order(
+                OrderRequest(schedule_id=self.graded_schedule, grade="R", quantity=1), _request_timeout=TIMEOUT
+            ),
+            ConflictException, 409, ErrorCode.SHOW_CANCELLED,
+        )
+        return f"dan refunded {dan.refund} in full, eve's hold RELEASED, a new order 409 {p.code.value}"
+
 
 def _replayed(headers: Any) -> bool:
     found = {k.lower(): v for k, v in (headers or {}).items()}
@@ -407,6 +642,20 @@ def main() -> int:
     run.step("points: balance down by the price", run.balance_after, critical=False)
     run.step("errors: invalid calls are typed 4xx with a code", run.invalid_calls, critical=False)
     run.step("queue: leave ends the token", run.leave, critical=False)
+
+    # Orders: a fresh concert and fans, so a failure above does not skip them.
+    run.skipping = False
+    run.step("admin: create concert with grades and a cancellation policy", run.create_graded_concert)
+    run.step("orders: three users join and become ACTIVE", run.join_graded)
+    run.step("browse: grades on the schedule and the seat map", run.browse_grades, critical=False)
+    run.step("orders: cat orders two seats (VIP + R)", run.order_seats)
+    run.step("orders: dan, overlapping seats -> 409 SEAT_TAKEN, nothing held", run.order_overlap, critical=False)
+    run.step("orders: dan orders two R by grade; eve one VIP", run.order_by_grade)
+    run.step("orders: pay with Idempotency-Key", run.pay_order)
+    run.step("orders: read it, list it; someone else's -> 404", run.read_order, critical=False)
+    run.step("orders: cancel (refund less the fee), replay, new key -> 409", run.cancel_order, critical=False)
+    run.step("orders: cancel an unpaid order -> 409 ORDER_NOT_PAID", run.cancel_unpaid, critical=False)
+    run.step("admin: cancel the show: refunds in full, releases holds", run.show_cancellation, critical=False)
 
     if run.failures:
         print(f"FAIL sdk e2e: {run.failures} step(s) failed")

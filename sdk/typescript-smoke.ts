@@ -1,19 +1,26 @@
 // Type-checks (compile only, never run) a realistic flow against the generated
 // TypeScript client: sdk/check runs `tsc --noEmit --strict` over this file.
 import {
+  AdminApi,
   Configuration,
   ConcertsApi,
   ErrorCode,
+  OrdersApi,
   PaymentsApi,
   PointsApi,
   ProblemFromJSON,
   QueueApi,
   QueueState,
   ReservationsApi,
+  ReservationState,
   ResponseError,
+  type Cancellation,
+  type Order,
+  type OrderPayment,
   type Payment,
   type Problem,
   type QueueTicket,
+  type ShowCancellation,
 } from "./out/typescript/src";
 
 const basePath = "http://localhost:8080";
@@ -86,4 +93,91 @@ export async function book(idToken: string, concertId: number): Promise<Payment 
   const replayed: boolean = paid.raw.headers.get("Idempotent-Replayed") === "true";
   void replayed;
   return await paid.value();
+}
+
+/** An operator creates a concert whose seats come in grades, with a cancellation policy. */
+export async function createGradedConcert(adminKey: string): Promise<number> {
+  const admin = new AdminApi(new Configuration({ basePath, apiKey: adminKey }));
+  const created = await admin.createConcert({
+    createConcert: {
+      title: "Summer Tour",
+      artist: "The Rustaceans",
+      schedules: [
+        {
+          venue: "Olympic Hall",
+          startsAt: new Date("2027-07-01T19:00:00Z"),
+          grades: [
+            { name: "VIP", price: 30000, firstSeat: 1, lastSeat: 20 },
+            { name: "R", price: 20000, firstSeat: 21, lastSeat: 100 },
+          ],
+        },
+      ],
+      cancellation: { cutoffHours: 24, feePercent: 10 },
+    },
+  });
+  return created.scheduleIds[0];
+}
+
+/**
+ * A fan with an ACTIVE queue token orders two seats at once (all or nothing), or,
+ * when one is taken, two seats of a grade; pays the order, reads it back and cancels
+ * it: the refund is the total less the concert's cancellation fee.
+ */
+export async function orderPayCancel(
+  token: string,
+  scheduleId: number,
+): Promise<{ order: Order; payment: OrderPayment; cancellation: Cancellation }> {
+  const config = new Configuration({ basePath, accessToken: token });
+  const orders = new OrdersApi(config);
+  let order: Order;
+  try {
+    order = await orders.holdOrder({ orderRequest: { scheduleId, seats: [7, 8] } });
+  } catch (e) {
+    const problem = await problemOf(e);
+    if (problem?.code !== ErrorCode.SeatTaken) throw e;
+    // The detail names the taken seats; nothing was held. Take any two of a grade.
+    order = await orders.holdOrder({ orderRequest: { scheduleId, grade: "R", quantity: 2 } });
+  }
+  const seats: string = order.seats.map((s) => `${s.seatNo} (${s.grade}, ${s.price})`).join(", ");
+  void seats;
+
+  const points = new PointsApi(config);
+  const { balance } = await points.getBalance();
+  if (balance < order.total) {
+    await points.chargePoints({ idempotencyKey: crypto.randomUUID(), chargeRequest: { amount: order.total - balance } });
+  }
+  const paid = await orders.payOrderRaw({ orderId: order.id, idempotencyKey: crypto.randomUUID() });
+  const replayed: boolean = paid.raw.headers.get("Idempotent-Replayed") === "true";
+  void replayed;
+  const payment = await paid.value();
+
+  const read = await orders.getOrder({ orderId: order.id });
+  if (read.status !== ReservationState.Confirmed) throw new Error(`order ${read.id} is ${read.status}`);
+  const { orders: mine } = await orders.listOrders();
+  void mine;
+
+  // Paying ended the queue token; cancelling still takes it (the fan's own order).
+  let cancellation: Cancellation;
+  try {
+    cancellation = await orders.cancelOrder({ orderId: order.id, idempotencyKey: crypto.randomUUID() });
+  } catch (e) {
+    const problem = await problemOf(e);
+    if (problem?.code === ErrorCode.CancellationClosed) throw new Error("too late to cancel: the show is soon");
+    throw e;
+  }
+  const refund: number = cancellation.refund;
+  const fee: number = cancellation.fee;
+  void (refund + fee);
+  return { order: read, payment, cancellation };
+}
+
+/** An operator cancels a show; paid orders are refunded in background batches. */
+export async function cancelShow(adminKey: string, scheduleId: number): Promise<ShowCancellation> {
+  const admin = new AdminApi(new Configuration({ basePath, apiKey: adminKey }));
+  let progress = await admin.cancelShow({ scheduleId });
+  for (let i = 0; i < 120 && progress.ordersToSettle > 0; i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    progress = await admin.getShowCancellation({ scheduleId });
+  }
+  return progress;
 }

@@ -75,7 +75,7 @@ impl Broker {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("tansu starts (cargo install tansu --locked --features dynostore,libsql)");
+            .expect("tansu starts (./dev deps installs it: see ensure_tansu in ./dev)");
         self.child = Some(child);
         for _ in 0..200 {
             if tokio::net::TcpStream::connect(self.addr).await.is_ok() {

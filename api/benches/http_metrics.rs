@@ -17,8 +17,8 @@ use infra::{Services, Settings};
 use poem::{Endpoint, EndpointExt as _, Request};
 
 fn settings() -> Settings {
-    let mysql = std::env::var("BOXOFFICE_TEST_MYSQL")
-        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
+    let mysql =
+        std::env::var("BOXTEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into());
     Settings {
         database_url: format!("{mysql}/boxoffice_bench_metrics").into(),
         redis_key_prefix: "bench-metrics".into(),

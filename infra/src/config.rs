@@ -112,6 +112,9 @@ pub struct Settings {
     pub kafka_topic: String,
     /// Partitions of the topic when boxoffice creates it.
     pub kafka_partitions: i32,
+    /// Copies of each partition when boxoffice creates the topic: 1 for a single local
+    /// broker, 3 for a real cluster (so losing a broker loses no event).
+    pub kafka_replication_factor: std::num::NonZeroU16,
     /// Whether `serve` runs the outbox relay (one instance relays at a time).
     pub outbox_relay: bool,
     /// Events the relay publishes per round.
@@ -173,6 +176,7 @@ impl Default for Settings {
             kafka_brokers: "127.0.0.1:9092".into(),
             kafka_topic: "boxoffice.events".into(),
             kafka_partitions: 3,
+            kafka_replication_factor: std::num::NonZeroU16::MIN,
             outbox_relay: true,
             outbox_batch_size: 500,
             outbox_poll_ms: 100,

@@ -60,7 +60,7 @@ pub async fn ensure_topic(settings: &Settings) -> anyhow::Result<()> {
     let topic = NewTopic::new(
         &settings.kafka_topic,
         settings.kafka_partitions,
-        TopicReplication::Fixed(1),
+        TopicReplication::Fixed(i32::from(settings.kafka_replication_factor.get())),
     );
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics([&topic], &options).await? {

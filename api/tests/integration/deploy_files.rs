@@ -246,3 +246,50 @@ fn the_kubernetes_manifests_run_real_subcommands_with_real_settings() {
     }
     assert_eq!(containers, 3);
 }
+
+/// A shell that exports the test harness's variables (as the README suggests) can
+/// still run the binary, which refuses unknown `BOXOFFICE_*` settings.
+#[test]
+fn the_test_harness_variables_are_not_taken_for_settings() {
+    let harness: BTreeMap<String, String> = crate::helpers::HARNESS_VARIABLES
+        .iter()
+        .map(|name| ((*name).to_owned(), "mysql://root@127.0.0.1:3306".to_owned()))
+        .collect();
+    assert_settings("the test harness's variables", &harness);
+    // An unknown setting is still an error, not ignored.
+    let typo = BTreeMap::from([("BOXOFFICE_HOLD_SECOND".to_owned(), "60".to_owned())]);
+    let out = boxoffice(&["config"], &typo);
+    assert!(!out.status.success(), "an unknown setting is refused");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("hold_second"),
+        "the refusal names it: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The topic's replication factor is a setting: at least 1, and 3 in the Kubernetes
+/// files, which point at a real cluster.
+#[test]
+fn the_topics_replication_factor_is_a_setting() {
+    let factor = |value: &str| {
+        let env = BTreeMap::from([(
+            "BOXOFFICE_KAFKA_REPLICATION_FACTOR".to_owned(),
+            value.to_owned(),
+        )]);
+        boxoffice(&["config"], &env)
+    };
+    let three = factor("3");
+    assert!(
+        three.status.success(),
+        "{}",
+        String::from_utf8_lossy(&three.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&three.stdout).contains("kafka_replication_factor: 3,"),
+        "{}",
+        String::from_utf8_lossy(&three.stdout)
+    );
+    assert!(!factor("0").status.success(), "no copies is refused");
+    let configmap = std::fs::read_to_string(repo().join("deploy/configmap.yaml")).unwrap();
+    assert!(configmap.contains("BOXOFFICE_KAFKA_REPLICATION_FACTOR: \"3\""));
+}

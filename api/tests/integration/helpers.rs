@@ -13,13 +13,19 @@ use crate::issuer;
 
 pub const ADMIN_KEY: &str = "test-admin-key";
 
-/// The MySQL server tests create their databases on (`BOXOFFICE_TEST_MYSQL`).
+/// The test harness's own settings. Their prefix is not `BOXOFFICE_`, whose every
+/// variable the binary takes for one of its settings (and refuses if unknown): a shell
+/// that exports these can still run `boxoffice`.
+pub const HARNESS_VARIABLES: [&str; 3] = ["BOXTEST_MYSQL", "BOXTEST_REDIS", "BOXTEST_ARTIFACTS"];
+
+/// The MySQL server tests create their databases on (`BOXTEST_MYSQL`).
 pub fn mysql_server() -> String {
-    std::env::var("BOXOFFICE_TEST_MYSQL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+    std::env::var(HARNESS_VARIABLES[0]).unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
 }
 
+/// The Redis tests use, each under its own key prefix (`BOXTEST_REDIS`).
 pub fn redis_url() -> String {
-    std::env::var("BOXOFFICE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    std::env::var(HARNESS_VARIABLES[1]).unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
 pub struct TestApp {

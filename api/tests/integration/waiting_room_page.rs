@@ -168,7 +168,7 @@ impl Page {
         let png = base64::engine::general_purpose::STANDARD
             .decode(shot["data"].as_str().expect("screenshot data"))
             .expect("base64");
-        let dir = std::env::var("BOXOFFICE_TEST_ARTIFACTS").map_or_else(
+        let dir = std::env::var(crate::helpers::HARNESS_VARIABLES[2]).map_or_else(
             |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts"),
             PathBuf::from,
         );

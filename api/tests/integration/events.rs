@@ -437,3 +437,42 @@ async fn two_deployments_on_one_mysql_server_each_relay_their_own_events() {
         .await;
     }
 }
+
+/// The projection consumer retries an event whose transaction failed until it applies;
+/// a shutdown during that (MySQL gone) still ends it promptly, storing no offset for
+/// the unapplied event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_stuck_on_a_mysql_outage_still_shuts_down() {
+    let broker = Broker::start().await;
+    let app = relaying_app(&broker).await;
+    let proxy = crate::mysql_loss::MysqlProxy::start().await;
+    let mut settings = (*app.svc.settings).clone();
+    let direct = secrecy::ExposeSecret::expose_secret(&settings.database_url).to_owned();
+    settings.database_url = proxy.url_for(&direct).into();
+    let svc = infra::Services::new(settings, infra::metrics::Metrics::new()).unwrap();
+    proxy.cut();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let consumer = tokio::spawn(infra::service::sales::consume(svc, async {
+        let _ = stopped.await;
+    }));
+    let (concert, schedules) = app.create_concert(&[1], 1_000).await;
+    buy(&app, concert, schedules[0], "fan", 1).await;
+    // An event arrived and its transaction is being retried: the consumer keeps
+    // asking the (cut) proxy for connections.
+    until("the consumer retries against the outage", 60, async || {
+        proxy.accepted() >= 3
+    })
+    .await;
+    let _ = stop.send(());
+    let ended = tokio::time::timeout(Duration::from_secs(10), consumer).await;
+    assert!(
+        ended.is_ok(),
+        "the consumer ignored the shutdown while retrying"
+    );
+    ended.unwrap().unwrap().unwrap();
+    assert_eq!(
+        sales(&app, concert).await["seatsSold"],
+        0,
+        "nothing was applied"
+    );
+}

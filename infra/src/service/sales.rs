@@ -200,19 +200,26 @@ pub async fn consume(svc: Services, shutdown: impl Future<Output = ()>) -> anyho
             .payload()
             .and_then(|p| serde_json::from_slice::<EventEnvelope>(p).ok());
         let result = if let Some(envelope) = &envelope {
-            loop {
+            // Retried until it applies (MySQL may be away), but not past a shutdown:
+            // its offset is then not stored, and the next consumer gets it again.
+            let applied = loop {
                 match apply(&svc, envelope, crate::now()).await {
-                    Ok(true) => break "applied",
-                    Ok(false) => break "duplicate",
+                    Ok(true) => break Some("applied"),
+                    Ok(false) => break Some("duplicate"),
                     Err(e) => {
                         tracing::warn!(
                             error = format!("{e:#}"),
                             "applying an event failed; retrying"
                         );
-                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        tokio::select! {
+                            () = &mut shutdown => break None,
+                            () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                        }
                     }
                 }
-            }
+            };
+            let Some(applied) = applied else { break };
+            applied
         } else {
             tracing::error!(
                 partition = message.partition(),

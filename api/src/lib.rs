@@ -100,7 +100,9 @@ pub fn api_service(svc: &Services) -> OpenApiService<Apis, ()> {
     );
     OpenApiService::new(apis, "boxoffice", env!("CARGO_PKG_VERSION"))
         .description(DESCRIPTION)
-        .server("http://localhost:8080")
+        // Relative: Swagger UI's "Try it out" (and any client that resolves the
+        // spec's URL) calls the host and port the spec was served from.
+        .server("/")
         .contact(
             ContactObject::new()
                 .name("boxoffice maintainers")

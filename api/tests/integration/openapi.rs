@@ -16,6 +16,19 @@ fn the_committed_spec_matches_the_handlers() {
     );
 }
 
+/// The server URL is relative, so Swagger UI's "Try it out" calls whatever host and
+/// port served the docs (a fixed `http://localhost:8080` worked nowhere else).
+#[test]
+fn the_server_url_is_relative() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let svc =
+        infra::Services::new(infra::Settings::default(), infra::metrics::Metrics::new()).unwrap();
+    let spec: serde_json::Value =
+        serde_json::from_str(&boxoffice::api_service(&svc).spec()).unwrap();
+    assert_eq!(spec["servers"], serde_json::json!([{"url": "/"}]));
+}
+
 #[test]
 fn every_operation_is_documented_and_lists_its_errors() {
     let spec: serde_json::Value = {

@@ -310,10 +310,9 @@ impl Schedule {
             starts_at: row.starts_at.and_utc(),
             seat_count: row.seat_count,
             available_seats: grades.iter().map(|g| g.available).sum(),
-            status: if row.status == domain::ScheduleStatus::Cancelled.as_str() {
-                ScheduleState::Cancelled
-            } else {
-                ScheduleState::OnSale
+            status: match domain::ScheduleStatus::parse(&row.status) {
+                Some(domain::ScheduleStatus::Cancelled) => ScheduleState::Cancelled,
+                _ => ScheduleState::OnSale,
             },
             grades,
         }

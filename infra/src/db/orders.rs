@@ -261,8 +261,23 @@ pub async fn insert(
         taken == new.seats.len(),
         "seats of order {id} changed under their row locks"
     );
-    find(conn, OrderId(id))
+    // The order row is what was just written; only its lines' ids are new to us.
+    let written = OrderRow {
+        id,
+        user_id: new.user.as_str().to_owned(),
+        concert_id: new.concert.0,
+        schedule_id: new.schedule.0,
+        status: OrderStatus::Held.as_str().to_owned(),
+        total,
+        held_until: naive(new.held_until),
+        refund: None,
+        fee: None,
+        cancelled_at: None,
+        created_at: naive(now),
+    };
+    assemble(conn, vec![written])
         .await?
+        .pop()
         .context("the order just written")
 }
 

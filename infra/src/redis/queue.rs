@@ -2,8 +2,10 @@
 //! (a sorted set by ticket), when each waiter was last seen, the ACTIVE set (scored
 //! by when each token's turn ends) and the recent admissions (for the rate limit
 //! and the ETA). Every key of a concert shares one hash tag, so each script below
-//! touches one Redis Cluster slot, and every script reads Redis's own clock, so
-//! instances with skewed clocks still agree.
+//! touches one Redis Cluster slot. Every time stored in Redis or compared with one
+//! stored there is Redis's own clock (`TIME`, read inside the script that uses it),
+//! never this instance's: an instance whose clock runs behind would otherwise drop the
+//! connected waiters it marks seen, and one that runs ahead keep absent ones.
 //!
 //! Tokens are `<concert>.<secret>`; a token's record (`<joined at ms>:<user>`) lives
 //! beside its concert's queue. Its state is where it stands: in the ACTIVE set with
@@ -105,6 +107,61 @@ static END: LazyLock<Script> = LazyLock::new(|| {
           if redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('DEL', KEYS[4]) end
           return 1",
     )
+});
+
+// Marks waiters seen now, by Redis's clock (the one the tick's grace period reads):
+// those no longer waiting (not in `seen`) stay out.
+// KEYS: seen. ARGV: secrets.
+static SEEN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{NOW}
+        local members = {{'XX'}}
+        for i = 1, #ARGV do
+          members[#members + 1] = now
+          members[#members + 1] = ARGV[i]
+        end
+        return redis.call('ZADD', KEYS[1], unpack(members))"
+    ))
+});
+
+// Where waiters stand in line, and the admissions of the last window by Redis's clock
+// (for the ETA).
+// KEYS: waiting, admits, opened. ARGV: window ms, then the secrets.
+// Returns: opened (0/1), admissions in the window, then each secret's rank (false:
+// not waiting).
+static POSITIONS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{NOW}
+        local found = {{redis.call('EXISTS', KEYS[3]),
+                       redis.call('ZCOUNT', KEYS[2], now - tonumber(ARGV[1]), '+inf')}}
+        for i = 2, #ARGV do
+          found[#found + 1] = redis.call('ZRANK', KEYS[1], ARGV[i])
+        end
+        return found"
+    ))
+});
+
+// Where tokens stand, in any state; unlike RESOLVE, asking does not count as being
+// seen. Every time compared is Redis's.
+// KEYS: waiting, active, admits, opened, then each secret's record (in ARGV's order).
+// ARGV: window ms, then the secrets.
+// Returns: opened (0/1), admissions in the window, then per secret: whether its
+// record exists (0/1), when its turn ends if it is ACTIVE now (else false), its rank
+// in line (false: not waiting).
+static STANDINGS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{NOW}
+        local found = {{redis.call('EXISTS', KEYS[4]),
+                       redis.call('ZCOUNT', KEYS[3], now - tonumber(ARGV[1]), '+inf')}}
+        for i = 2, #ARGV do
+          local active_until = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[i]))
+          if active_until and active_until <= now then active_until = nil end
+          found[#found + 1] = redis.call('EXISTS', KEYS[3 + i])
+          found[#found + 1] = active_until or false
+          found[#found + 1] = redis.call('ZRANK', KEYS[1], ARGV[i])
+        end
+        return found"
+    ))
 });
 
 // One admission tick. Mirrors `AdmissionPolicy::admissible`, inside Redis so that
@@ -520,7 +577,8 @@ pub enum Standing {
     Expired,
 }
 
-/// At most this many tokens per round trip in [`standings`] and [`positions`].
+/// At most this many tokens per round trip in [`standings`], [`positions`] and
+/// [`seen`].
 const STANDINGS_BATCH: usize = 1_000;
 
 /// Where each of `secrets` (waiting in `concert`'s line) stands: its position
@@ -534,21 +592,17 @@ pub async fn positions(
     policy: &AdmissionPolicy,
 ) -> RedisResult<Vec<Option<Standing>>> {
     let q = QueueKeys::new(keys, concert);
-    let waiting = q.part("waiting");
     let mut conn = super::conn(pool).await?;
     let mut found = Vec::with_capacity(secrets.len());
     for batch in secrets.chunks(STANDINGS_BATCH) {
-        let mut pipe = redis::pipe();
-        let now = Utc::now().timestamp_millis();
-        pipe.exists(q.part("opened")).zcount(
-            q.part("admits"),
-            now - i64::try_from(window_ms()).unwrap_or(i64::MAX),
-            "+inf",
-        );
-        for secret in batch {
-            pipe.zrank(&waiting, secret);
-        }
-        let answers: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let answers: Vec<redis::Value> = POSITIONS
+            .key(q.part("waiting"))
+            .key(q.part("admits"))
+            .key(q.part("opened"))
+            .arg(window_ms())
+            .arg(batch)
+            .invoke_async(&mut conn)
+            .await?;
         let mut answers = answers.into_iter();
         let opened: bool = next_answer(&mut answers)?;
         let recent: u64 = next_answer(&mut answers)?;
@@ -570,8 +624,8 @@ pub async fn positions(
 }
 
 /// Where each of `secrets` (tokens of `concert`, in any state) stands, in one
-/// pipelined round trip per thousand. Unlike [`resolve`], asking does not count as
-/// being seen, and an error never reads as [`Standing::Unknown`].
+/// round trip per thousand. Unlike [`resolve`], asking does not count as being
+/// seen, and an error never reads as [`Standing::Unknown`].
 pub async fn standings(
     pool: &RedisPool,
     keys: &Keys,
@@ -580,39 +634,29 @@ pub async fn standings(
     policy: &AdmissionPolicy,
 ) -> RedisResult<Vec<Standing>> {
     let q = QueueKeys::new(keys, concert);
-    let (waiting, active, admits) = (q.part("waiting"), q.part("active"), q.part("admits"));
     let mut conn = super::conn(pool).await?;
     let mut found = Vec::with_capacity(secrets.len());
     for batch in secrets.chunks(STANDINGS_BATCH) {
-        let mut pipe = redis::pipe();
-        pipe.cmd("TIME");
-        let now = Utc::now().timestamp_millis();
-        pipe.zcount(
-            &admits,
-            now - i64::try_from(window_ms()).unwrap_or(i64::MAX),
-            "+inf",
-        );
-        pipe.exists(q.part("opened"));
+        let mut invocation = STANDINGS.key(q.part("waiting"));
+        invocation
+            .key(q.part("active"))
+            .key(q.part("admits"))
+            .key(q.part("opened"));
         for secret in batch {
-            pipe.exists(q.record(secret))
-                .zscore(&active, secret)
-                .zrank(&waiting, secret);
+            invocation.key(q.record(secret));
         }
-        let answers: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let answers: Vec<redis::Value> = invocation
+            .arg(window_ms())
+            .arg(batch)
+            .invoke_async(&mut conn)
+            .await?;
         let mut answers = answers.into_iter();
-        let (seconds, micros): (i64, i64) = next_answer(&mut answers)?;
-        let now = seconds * 1_000 + micros / 1_000;
-        let recent: u64 = next_answer(&mut answers)?;
         let opened: bool = next_answer(&mut answers)?;
+        let recent: u64 = next_answer(&mut answers)?;
         for _ in batch {
             let exists: bool = next_answer(&mut answers)?;
-            let active_until: Option<f64> = next_answer(&mut answers)?;
+            let active_until: Option<i64> = next_answer(&mut answers)?;
             let rank: Option<u64> = next_answer(&mut answers)?;
-            #[expect(
-                clippy::cast_possible_truncation,
-                reason = "scores are whole milliseconds"
-            )]
-            let active_until = active_until.map(|ms| ms as i64).filter(|&ms| ms > now);
             found.push(match (exists, active_until, rank) {
                 (false, ..) => Standing::Unknown,
                 (true, Some(ms), _) => Standing::Active {
@@ -665,6 +709,8 @@ pub async fn known(
 }
 
 /// Marks `secrets` as seen now (their holders are connected), if still waiting.
+/// "Now" is Redis's clock, which the tick's grace period reads: this instance's own
+/// clock may run behind (and drop connected waiters) or ahead (and keep absent ones).
 pub async fn seen(
     pool: &RedisPool,
     keys: &Keys,
@@ -674,15 +720,14 @@ pub async fn seen(
     if secrets.is_empty() {
         return Ok(());
     }
-    let now = Utc::now().timestamp_millis();
-    let mut cmd = redis::cmd("ZADD");
-    cmd.arg(QueueKeys::new(keys, concert).part("seen"))
-        .arg("XX");
-    for secret in secrets {
-        cmd.arg(now).arg(secret);
-    }
+    let seen = QueueKeys::new(keys, concert).part("seen");
     let mut conn = super::conn(pool).await?;
-    cmd.query_async::<()>(&mut conn).await?;
+    for batch in secrets.chunks(STANDINGS_BATCH) {
+        SEEN.key(&seen)
+            .arg(batch)
+            .invoke_async::<i64>(&mut conn)
+            .await?;
+    }
     Ok(())
 }
 

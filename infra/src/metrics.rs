@@ -7,17 +7,11 @@
 //! `error` (a bug or a failed query) and `unavailable` (a dependency is down) are
 //! failures. A taken seat or an already paid reservation is the system working.
 
-use domain::token::AccessDenied;
-use domain::{
-    CancelError, ChargeError, HoldError, IdentityError, JoinError, PaymentError, ReleaseError,
-};
 use prometheus::core::Collector;
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-
-use crate::service::DependencyDown;
 
 /// Request latency, from half a millisecond (a cached read) to ten seconds.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -599,127 +593,17 @@ fn round_trips(r: &Registry, name: &str, help: &str) -> Histogram {
     )
 }
 
-/// A use case's failure as the `outcome` label: the business outcome's name, or
-/// `unavailable` / `error` for the failures.
-pub trait Outcome {
-    fn outcome(&self) -> &'static str;
-}
-
-/// `unavailable` if a dependency could not be reached at all, else `error`.
-fn failure(e: &anyhow::Error) -> &'static str {
-    if e.downcast_ref::<DependencyDown>().is_some() {
-        "unavailable"
-    } else {
-        "error"
-    }
-}
-
-fn denied(e: &AccessDenied) -> &'static str {
-    match e {
-        AccessDenied::Expired => "token_expired",
-        AccessDenied::NotActive { .. } => "token_not_active",
-        AccessDenied::WrongConcert => "wrong_concert",
-    }
-}
-
-impl Outcome for HoldError {
-    fn outcome(&self) -> &'static str {
-        match self {
-            Self::ScheduleNotFound => "schedule_not_found",
-            Self::SeatNotFound => "seat_not_found",
-            Self::GradeNotFound => "grade_not_found",
-            Self::SeatTaken(_) => "seat_taken",
-            Self::NotEnoughSeats { .. } => "not_enough_seats",
-            Self::ShowCancelled => "show_cancelled",
-            Self::SeatLimit(_) => "seat_limit",
-            Self::Access(e) => denied(e),
-            Self::Unavailable(_) => "unavailable",
-            Self::Internal(e) => failure(e),
-        }
-    }
-}
-
-impl Outcome for ReleaseError {
-    fn outcome(&self) -> &'static str {
-        match self {
-            Self::NotFound | Self::OrderNotFound => "not_found",
-            Self::AlreadyPaid => "already_paid",
-            Self::Internal(e) => failure(e),
-        }
-    }
-}
-
-impl Outcome for CancelError {
-    fn outcome(&self) -> &'static str {
-        match self {
-            Self::NotFound => "not_found",
-            Self::NotPaid => "not_paid",
-            Self::AlreadyCancelled => "already_cancelled",
-            Self::Closed => "closed",
-            Self::IdempotencyKeyReused => "key_reused",
-            Self::Internal(e) => failure(e),
-        }
-    }
-}
-
-impl Outcome for PaymentError {
-    fn outcome(&self) -> &'static str {
-        match self {
-            Self::ReservationNotFound | Self::OrderNotFound => "not_found",
-            Self::AlreadyPaid => "already_paid",
-            Self::HoldExpired => "hold_expired",
-            Self::Released => "released",
-            Self::Cancelled => "cancelled",
-            Self::InsufficientPoints => "insufficient_points",
-            Self::Access(e) => denied(e),
-            Self::IdempotencyKeyReused => "key_reused",
-            Self::Internal(e) => failure(e),
-        }
-    }
-}
-
-impl Outcome for ChargeError {
-    fn outcome(&self) -> &'static str {
-        match self {
-            Self::BalanceLimit => "balance_limit",
-            Self::IdempotencyKeyReused => "key_reused",
-            Self::Internal(e) => failure(e),
-        }
-    }
-}
-
-impl Outcome for JoinError {
-    fn outcome(&self) -> &'static str {
-        match self {
-            Self::Identity(IdentityError::Unavailable(_)) | Self::Unavailable(_) => "unavailable",
-            Self::Identity(_) => "unauthenticated",
-            Self::ConcertNotFound => "concert_not_found",
-            Self::SaleClosed => "sale_closed",
-            Self::SoldOut => "sold_out",
-            Self::Internal(e) => failure(e),
-        }
-    }
-}
+/// A use case's failure as the `outcome` label: decided by the domain, on the
+/// error type, for the API's answer and these metrics alike.
+pub use domain::Outcome;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_failures_are_labelled_as_such() {
-        let down = anyhow::Error::new(DependencyDown("MySQL")).context("no connection");
-        assert_eq!(PaymentError::Internal(down).outcome(), "unavailable");
-        assert_eq!(
-            PaymentError::Internal(anyhow::anyhow!("syntax error")).outcome(),
-            "error"
-        );
-        assert_eq!(PaymentError::AlreadyPaid.outcome(), "already_paid");
-        assert_eq!(HoldError::SeatTaken(vec![]).outcome(), "seat_taken");
-        assert_eq!(
-            HoldError::Access(AccessDenied::NotActive { position: Some(3) }).outcome(),
-            "token_not_active"
-        );
-    }
+    use domain::token::AccessDenied;
+    use domain::{
+        CancelError, ChargeError, DependencyDown, HoldError, JoinError, PaymentError, ReleaseError,
+    };
 
     #[test]
     fn every_outcome_reported_is_one_preset_to_zero() {

@@ -4,9 +4,10 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::mysql::Mysql;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use domain::{CancellationPolicy, ConcertId, NewSchedule, ScheduleId, SeatState};
+use domain::{CancellationPolicy, ConcertId, NewSchedule, ScheduleId, ScheduleStatus, SeatState};
 
 use super::schema::{concerts, schedules, seat_grades, seats};
+use super::stored::Stored;
 use super::{DbConn, last_insert_id, naive};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -26,7 +27,7 @@ pub struct ScheduleRow {
     pub venue: String,
     pub starts_at: NaiveDateTime,
     pub seat_count: u32,
-    pub status: String,
+    pub status: Stored<ScheduleStatus>,
 }
 
 /// A grade of a schedule, with how many of its seats are free.
@@ -52,16 +53,14 @@ pub struct SeatRow {
     pub seat_no: u32,
     pub grade: String,
     pub price: u64,
-    pub status: String,
+    pub status: Stored<SeatState>,
     pub held_until: Option<NaiveDateTime>,
 }
 
 impl SeatRow {
     /// The seat's state as a buyer sees it at `now` (a lapsed hold shows as free).
-    pub fn state_at(&self, now: DateTime<Utc>) -> anyhow::Result<SeatState> {
-        let stored = SeatState::parse(&self.status)
-            .ok_or_else(|| anyhow::anyhow!("unknown seat status {:?}", self.status))?;
-        Ok(stored.at(self.held_until.map(|t| t.and_utc()), now))
+    pub fn state_at(&self, now: DateTime<Utc>) -> SeatState {
+        self.status.0.at(self.held_until.map(|t| t.and_utc()), now)
     }
 }
 

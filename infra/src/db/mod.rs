@@ -11,6 +11,7 @@ pub mod reservations;
 pub mod sale_settings;
 pub mod sales;
 pub mod schema;
+pub mod stored;
 pub mod wallets;
 
 use anyhow::Context as _;

@@ -15,6 +15,7 @@ use domain::{
 };
 
 use super::schema::{orders, reservations, schedules, seats};
+use super::stored::Stored;
 use super::{DbConn, last_insert_id, naive, utc};
 
 #[derive(Debug, Queryable, Selectable)]
@@ -24,7 +25,7 @@ struct OrderRow {
     user_id: String,
     concert_id: u64,
     schedule_id: u64,
-    status: String,
+    status: Stored<OrderStatus>,
     total: u64,
     held_until: NaiveDateTime,
     refund: Option<u64>,
@@ -70,8 +71,7 @@ impl OrderRow {
             user_id: UserId::parse(&self.user_id).context("stored user id")?,
             concert_id: ConcertId(self.concert_id),
             schedule_id: ScheduleId(self.schedule_id),
-            status: OrderStatus::parse(&self.status)
-                .with_context(|| format!("stored order status {:?}", self.status))?,
+            status: self.status.0,
             seats,
             total: Points(self.total),
             held_until: utc(self.held_until),
@@ -103,13 +103,13 @@ pub struct LockedSeat {
     pub seat_no: u32,
     pub grade: String,
     pub price: u64,
-    pub status: String,
+    pub status: Stored<SeatState>,
     pub held_until: Option<NaiveDateTime>,
 }
 
 impl LockedSeat {
     pub fn can_hold(&self, now: DateTime<Utc>) -> bool {
-        SeatState::parse(&self.status).is_some_and(|s| s.can_hold(self.held_until.map(utc), now))
+        self.status.0.can_hold(self.held_until.map(utc), now)
     }
 }
 
@@ -119,15 +119,13 @@ pub async fn schedule_status(
     conn: &mut DbConn,
     schedule: ScheduleId,
 ) -> anyhow::Result<Option<ScheduleStatus>> {
-    let status: Option<String> = schedules::table
+    let status: Option<Stored<ScheduleStatus>> = schedules::table
         .find(schedule.0)
         .select(schedules::status)
         .first(conn)
         .await
         .optional()?;
-    status
-        .map(|s| ScheduleStatus::parse(&s).with_context(|| format!("stored schedule status {s:?}")))
-        .transpose()
+    Ok(status.map(|s| s.0))
 }
 
 /// Reads these seats and locks their rows until the transaction ends, in seat order
@@ -267,7 +265,7 @@ pub async fn insert(
         user_id: new.user.as_str().to_owned(),
         concert_id: new.concert.0,
         schedule_id: new.schedule.0,
-        status: OrderStatus::Held.as_str().to_owned(),
+        status: Stored(OrderStatus::Held),
         total,
         held_until: naive(new.held_until),
         refund: None,

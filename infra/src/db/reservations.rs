@@ -14,6 +14,7 @@ use domain::{
 };
 
 use super::schema::{reservations, seats};
+use super::stored::Stored;
 use super::{DbConn, naive, utc};
 
 #[derive(Debug, Queryable, Selectable)]
@@ -26,7 +27,7 @@ struct ReservationRow {
     schedule_id: u64,
     seat_no: u32,
     price: u64,
-    status: String,
+    status: Stored<ReservationStatus>,
     held_until: NaiveDateTime,
     created_at: NaiveDateTime,
 }
@@ -43,8 +44,7 @@ impl TryFrom<ReservationRow> for Reservation {
             schedule_id: ScheduleId(row.schedule_id),
             seat_no: SeatNo::parse(row.seat_no.into()).context("stored seat number")?,
             price: Points(row.price),
-            status: ReservationStatus::parse(&row.status)
-                .with_context(|| format!("stored reservation status {:?}", row.status))?,
+            status: row.status.0,
             held_until: utc(row.held_until),
             created_at: utc(row.created_at),
         })

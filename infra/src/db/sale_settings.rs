@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 
-use anyhow::Context as _;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::dsl::{count_star, exists};
 use diesel::mysql::Mysql;
@@ -11,13 +10,14 @@ use diesel_async::RunQueryDsl;
 use domain::{ConcertId, ReservationStatus, SaleSettings, SaleState, SeatState, UserId};
 
 use super::schema::{reservations, sale_fans, sale_settings, schedules, seats};
+use super::stored::Stored;
 use super::{DbConn, naive, utc};
 
 #[derive(Debug, Queryable, Selectable)]
 #[diesel(table_name = sale_settings, check_for_backend(Mysql))]
 struct SaleRow {
     concert_id: u64,
-    state: String,
+    state: Stored<SaleState>,
     opens_at: Option<NaiveDateTime>,
     admission_rate: Option<u32>,
     active_capacity: Option<u32>,
@@ -29,8 +29,7 @@ impl TryFrom<SaleRow> for SaleSettings {
 
     fn try_from(row: SaleRow) -> anyhow::Result<Self> {
         Ok(Self {
-            state: SaleState::parse(&row.state)
-                .with_context(|| format!("stored sale state {:?}", row.state))?,
+            state: row.state.0,
             opens_at: row.opens_at.map(utc),
             admission_rate: row.admission_rate.map(u64::from),
             active_capacity: row.active_capacity.map(u64::from),

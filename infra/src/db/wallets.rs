@@ -5,43 +5,17 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::mysql::Mysql;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use domain::{Order, Points, UserId};
+use domain::{LedgerKind, Order, Points, UserId};
 
 use super::schema::{point_ledger, wallets};
+use super::stored::Stored;
 use super::{DbConn, naive};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LedgerKind {
-    Charge,
-    Payment,
-    /// A cancelled order's total, credited back.
-    Refund,
-    /// The cancellation fee, kept from the refund.
-    Fee,
-}
-
-impl LedgerKind {
-    pub const ALL: [Self; 4] = [Self::Charge, Self::Payment, Self::Refund, Self::Fee];
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == raw)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Charge => "CHARGE",
-            Self::Payment => "PAYMENT",
-            Self::Refund => "REFUND",
-            Self::Fee => "FEE",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = point_ledger, check_for_backend(Mysql))]
 pub struct LedgerRow {
     pub id: u64,
-    pub kind: String,
+    pub kind: Stored<LedgerKind>,
     /// Positive for a charge, negative for a payment.
     pub amount: i64,
     pub balance_after: u64,

@@ -43,7 +43,7 @@ fn cached_seat_map(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let settings = settings();
     let (svc, uri) = rt.block_on(async {
-        infra::db::migrate(&settings).await.unwrap();
+        infra::service::admin::migrate(&settings).await.unwrap();
         let svc = Services::new(settings, infra::metrics::Metrics::new()).unwrap();
         let concert = NewConcert {
             title: "Bench".into(),

@@ -64,17 +64,17 @@ async fn main() -> anyhow::Result<()> {
             server.run_until(shutdown_signal()).await
         }
         Command::Consume => {
-            infra::db::migrate(&settings).await?;
+            infra::service::admin::migrate(&settings).await?;
             let svc = Services::new(settings, infra::metrics::Metrics::new())?;
             infra::service::sales::consume(svc, shutdown_signal()).await
         }
         Command::Migrate => {
-            let applied = infra::db::migrate(&settings).await?;
+            let applied = infra::service::admin::migrate(&settings).await?;
             tracing::info!(?applied, "database is up to date");
             Ok(())
         }
         Command::Seed => {
-            infra::db::migrate(&settings).await?;
+            infra::service::admin::migrate(&settings).await?;
             let svc = Services::new(settings, infra::metrics::Metrics::new())?;
             let concert = infra::service::admin::seed_demo(&svc, infra::now()).await?;
             tracing::info!(concert_id = %concert, "demo concert ready");

@@ -42,8 +42,8 @@ use domain::token::Grant;
 use domain::{ConcertId, TokenError, TokenState};
 use futures::{SinkExt as _, StreamExt as _};
 use infra::Services;
-use infra::redis::queue::{self, LineEnd, QueueEvent, Standing};
 use infra::service::sale::{FanView, Sale};
+use infra::service::waiting_room::{self, LineEnd, QueueEvent, Standing};
 use poem::web::websocket::{CloseCode, Message, WebSocket, WebSocketStream};
 use poem::web::{Data, Query};
 use poem::{IntoResponse, handler};
@@ -67,9 +67,6 @@ const FLOOD_WINDOW: Duration = Duration::from_secs(10);
 /// How long Redis may stay out of reach before open sockets are closed with 1013:
 /// a restart quicker than this goes unnoticed by fans whose places survived it.
 const OUTAGE_GRACE: Duration = Duration::from_secs(5);
-/// How often the hub pings Redis over its subscription, so a silent outage (no
-/// reset, no answer) is noticed too.
-const LIVENESS_EVERY: Duration = Duration::from_secs(5);
 /// After refusing an oversized or broken frame, how long the connection is kept
 /// before it is dropped: dropping it with unread bytes makes the kernel reset it,
 /// which can destroy the close frame before the client reads it.
@@ -305,16 +302,13 @@ impl Hub {
         let Some(policy) = self.policy(concert).await else {
             return;
         };
-        let positions =
-            match queue::positions(&self.svc.redis, &self.svc.keys, concert, &secrets, &policy)
-                .await
-            {
-                Ok(positions) => positions,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not refresh queue positions");
-                    return;
-                }
-            };
+        let positions = match waiting_room::positions(&self.svc, concert, &secrets, &policy).await {
+            Ok(positions) => positions,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not refresh queue positions");
+                return;
+            }
+        };
         let (mut waiting, mut standings) = (Vec::new(), Vec::new());
         let (mut gone, mut gone_secrets) = (Vec::new(), Vec::new());
         for ((id, secret), standing) in ids.into_iter().zip(secrets).zip(positions) {
@@ -332,15 +326,7 @@ impl Hub {
         }
         // Out of the line for a reason the hub did not hear: admitted or ended while
         // it was not listening, dropped for absence, or forgotten by Redis.
-        match queue::standings(
-            &self.svc.redis,
-            &self.svc.keys,
-            concert,
-            &gone_secrets,
-            &policy,
-        )
-        .await
-        {
+        match waiting_room::standings(&self.svc, concert, &gone_secrets, &policy).await {
             Ok(standings) => self.apply(concert, &gone, &standings),
             Err(e) => tracing::warn!(error = %e, "could not look up tokens that left the line"),
         }
@@ -402,7 +388,7 @@ impl Hub {
 
     /// Asks Redis where every local socket of `concert` stands, admitted ones too,
     /// and tells each what changed.
-    async fn sweep_concert(&self, concert: ConcertId) -> infra::redis::RedisResult<()> {
+    async fn sweep_concert(&self, concert: ConcertId) -> anyhow::Result<()> {
         let (ids, secrets) = self.sockets(concert, true);
         if ids.is_empty() {
             return Ok(());
@@ -410,14 +396,13 @@ impl Hub {
         let Some(policy) = self.policy(concert).await else {
             return Ok(());
         };
-        let standings =
-            queue::standings(&self.svc.redis, &self.svc.keys, concert, &secrets, &policy).await?;
+        let standings = waiting_room::standings(&self.svc, concert, &secrets, &policy).await?;
         self.apply(concert, &ids, &standings);
         Ok(())
     }
 
     /// [`Self::sweep_concert`] for every concert with local sockets.
-    async fn sweep(&self) -> infra::redis::RedisResult<()> {
+    async fn sweep(&self) -> anyhow::Result<()> {
         let concerts: Vec<ConcertId> = self
             .rooms
             .lock()
@@ -448,46 +433,19 @@ impl Hub {
     /// Redis out of reach for [`OUTAGE_GRACE`] closes them all with 1013.
     pub async fn listen(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let channel = self.svc.keys.queue_events();
-        let timeout = self.svc.settings.redis_timeout();
         let mut backoff = Duration::from_millis(100);
         // Since when Redis has been out of reach (lost, or found but not yet swept).
         let mut lost_since: Option<tokio::time::Instant> = None;
         loop {
             let session = async {
-                let client = infra::redis::client(&self.svc.settings)?;
-                let (mut sink, mut messages) = tokio::time::timeout(timeout, async {
-                    let mut pubsub = client.get_async_pubsub().await?;
-                    pubsub.subscribe(&channel).await?;
-                    anyhow::Ok(pubsub.split())
-                })
-                .await
-                .context("subscribing timed out")??;
+                let mut events = waiting_room::subscribe(&self.svc).await?;
                 // Whatever happened while we were not listening (admissions, ends, or
                 // Redis coming back empty), find out now.
                 self.sweep().await.context("sweeping the sockets")?;
                 lost_since = None;
                 backoff = Duration::from_millis(100);
-                let mut liveness = tokio::time::interval(LIVENESS_EVERY);
-                liveness.reset();
-                loop {
-                    tokio::select! {
-                        message = messages.next() => {
-                            let Some(message) = message else { break };
-                            let Ok(payload) = message.get_payload::<String>() else {
-                                continue;
-                            };
-                            match serde_json::from_str::<QueueEvent>(&payload) {
-                                Ok(event) => self.handle(&event),
-                                Err(e) => tracing::warn!(error = %e, "unreadable queue event"),
-                            }
-                        }
-                        _ = liveness.tick() => {
-                            tokio::time::timeout(timeout, sink.ping::<redis::Value>())
-                                .await
-                                .context("Redis did not answer a ping in time")??;
-                        }
-                    }
+                while let Some(event) = events.next().await? {
+                    self.handle(&event);
                 }
                 anyhow::Ok(())
             };
@@ -539,12 +497,12 @@ impl Hub {
 impl Hub {
     async fn check_in(&self, concert: ConcertId) {
         let (_, waiting) = self.sockets(concert, false);
-        if let Err(e) = queue::seen(&self.svc.redis, &self.svc.keys, concert, &waiting).await {
+        if let Err(e) = waiting_room::seen(&self.svc, concert, &waiting).await {
             tracing::warn!(error = %e, "could not mark connected waiters seen");
             return;
         }
         let (_, all) = self.sockets(concert, true);
-        match queue::known(&self.svc.redis, &self.svc.keys, concert, &all).await {
+        match waiting_room::known(&self.svc, concert, &all).await {
             Ok(known) if known < all.len() => {
                 if let Err(e) = self.sweep_concert(concert).await {
                     tracing::warn!(error = %e, "could not look up forgotten tokens");

@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod order;
+pub mod outcome;
 pub mod points;
 pub mod queue;
 pub mod reservation;
@@ -28,7 +29,8 @@ pub use order::{
     CancelReason, CancellationPolicy, Grade, GradeName, Order, OrderSeat, OrderStatus, Refund,
     ScheduleStatus, SeatChoice,
 };
-pub use points::{ChargeAmount, Points};
+pub use outcome::{DependencyDown, Ending, Outcome};
+pub use points::{ChargeAmount, LedgerKind, Points};
 pub use reservation::{HoldDuration, Reservation, ReservationStatus};
 pub use sale::{SaleAction, SaleSettings, SaleState};
 pub use seat::{SeatNo, SeatState};

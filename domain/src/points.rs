@@ -47,6 +47,34 @@ impl ChargeAmount {
     }
 }
 
+/// Why a wallet's balance moved: one ledger row each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedgerKind {
+    Charge,
+    Payment,
+    /// A cancelled order's total, credited back.
+    Refund,
+    /// The cancellation fee, kept from the refund.
+    Fee,
+}
+
+impl LedgerKind {
+    pub const ALL: [Self; 4] = [Self::Charge, Self::Payment, Self::Refund, Self::Fee];
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Charge => "CHARGE",
+            Self::Payment => "PAYMENT",
+            Self::Refund => "REFUND",
+            Self::Fee => "FEE",
+        }
+    }
+}
+
 /// The balance after crediting `amount`, or `None` when it would pass
 /// [`Points::MAX_BALANCE`].
 pub fn credit(balance: Points, amount: ChargeAmount) -> Option<Points> {
@@ -95,6 +123,15 @@ mod tests {
         );
         assert_eq!(credit(Points(Points::MAX_BALANCE.0 - 99), hundred), None);
         assert_eq!(credit(Points(u64::MAX), hundred), None);
+    }
+
+    #[test]
+    fn ledger_kinds_read_back_as_stored() {
+        for kind in LedgerKind::ALL {
+            assert_eq!(LedgerKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(LedgerKind::parse("charge"), None);
+        assert_eq!(LedgerKind::parse(""), None);
     }
 
     #[test]

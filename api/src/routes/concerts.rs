@@ -1,9 +1,7 @@
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use domain::{ConcertId, LookupError, ScheduleId, SeatState};
+use domain::{ConcertId, ScheduleId, ScheduleStatus, SeatState};
 use infra::Services;
-use infra::db::catalog::{ConcertRow, GradeRow, ScheduleRow, SeatRow};
-use infra::redis::cache::{Entry, Loaded};
 use infra::service::catalog;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Binary;
@@ -11,7 +9,7 @@ use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use super::Tag;
-use crate::error::ApiResult;
+use crate::error::{Answer, PARAMETERS, failures};
 
 #[derive(Debug)]
 pub struct ConcertsApi {
@@ -70,15 +68,15 @@ pub struct GradeAvailability {
     pub available: u64,
 }
 
-impl From<GradeRow> for GradeAvailability {
-    fn from(row: GradeRow) -> Self {
+impl From<catalog::GradeAvailability> for GradeAvailability {
+    fn from(grade: catalog::GradeAvailability) -> Self {
         Self {
-            seat_count: row.last_seat - row.first_seat + 1,
-            name: row.grade,
-            price: row.price,
-            first_seat: row.first_seat,
-            last_seat: row.last_seat,
-            available: row.available.unsigned_abs(),
+            seat_count: grade.seat_count(),
+            name: grade.name,
+            price: grade.price.0,
+            first_seat: grade.first_seat,
+            last_seat: grade.last_seat,
+            available: grade.available,
         }
     }
 }
@@ -176,25 +174,21 @@ pub enum SeatMapResponse {
     Ok(Binary<Bytes>),
 }
 
+failures!(ListConcertsFailures:);
+failures!(ListSchedulesFailures: PARAMETERS; ConcertNotFound);
+failures!(GetSeatMapFailures: PARAMETERS; ScheduleNotFound);
+
 #[OpenApi(tag = "Tag::Concerts")]
 impl ConcertsApi {
     /// List concerts
     #[oai(path = "/v1/concerts", method = "get", operation_id = "listConcerts")]
-    async fn concerts(&self) -> ApiResult<ConcertsResponse> {
-        let body = self
-            .svc
-            .cache
-            .fetch(Entry::Concerts, async {
-                let rows = catalog::concerts(&self.svc).await?;
-                let list = ConcertList {
-                    concerts: rows.into_iter().map(Concert::from).collect(),
-                };
-                Ok::<_, LookupError>(Loaded {
-                    body: json_bytes(&list),
-                    max_age: None,
-                })
+    async fn concerts(&self) -> Answer<ConcertsResponse, ListConcertsFailures> {
+        let body = catalog::concerts(&self.svc, |concerts| {
+            json_bytes(&ConcertList {
+                concerts: concerts.into_iter().map(Concert::from).collect(),
             })
-            .await?;
+        })
+        .await?;
         Ok(ConcertsResponse::Ok(Binary(body)))
     }
 
@@ -213,27 +207,15 @@ impl ConcertsApi {
             validator(minimum(value = "1"), maximum(value = "9007199254740991"))
         )]
         concert_id: Path<u64>,
-    ) -> ApiResult<SchedulesResponse> {
+    ) -> Answer<SchedulesResponse, ListSchedulesFailures> {
         let concert = ConcertId(concert_id.0);
-        let body = self
-            .svc
-            .cache
-            .fetch(Entry::Schedules(concert), async {
-                let now = infra::now();
-                let rows = catalog::schedules(&self.svc, concert, now).await?;
-                let list = ScheduleList {
-                    concert_id: concert.0,
-                    schedules: rows
-                        .into_iter()
-                        .map(|(s, grades)| Schedule::from_row(s, grades))
-                        .collect(),
-                };
-                Ok::<_, LookupError>(Loaded {
-                    body: json_bytes(&list),
-                    max_age: None,
-                })
+        let body = catalog::schedules(&self.svc, concert, |schedules| {
+            json_bytes(&ScheduleList {
+                concert_id: concert.0,
+                schedules: schedules.into_iter().map(Schedule::from).collect(),
             })
-            .await?;
+        })
+        .await?;
         Ok(SchedulesResponse::Ok(Binary(body)))
     }
 
@@ -252,36 +234,16 @@ impl ConcertsApi {
             validator(minimum(value = "1"), maximum(value = "9007199254740991"))
         )]
         schedule_id: Path<u64>,
-    ) -> ApiResult<SeatMapResponse> {
+    ) -> Answer<SeatMapResponse, GetSeatMapFailures> {
         let schedule = ScheduleId(schedule_id.0);
-        let body = self
-            .svc
-            .cache
-            .fetch(Entry::SeatMap(schedule), async {
-                let now = infra::now();
-                let (row, seats) = catalog::seat_map(&self.svc, schedule).await?;
-                // The map shows holds as HELD, so it may live only until the first lapses.
-                let max_age = seats
-                    .iter()
-                    .filter_map(|s| s.held_until)
-                    .map(|t| t.and_utc())
-                    .filter(|t| *t > now)
-                    .min()
-                    .and_then(|t| (t - now).to_std().ok());
-                let map = SeatMap {
-                    schedule_id: schedule.0,
-                    concert_id: row.concert_id,
-                    seats: seats
-                        .iter()
-                        .map(|s| Seat::from_row(s, now))
-                        .collect::<anyhow::Result<_>>()?,
-                };
-                Ok::<_, LookupError>(Loaded {
-                    body: json_bytes(&map),
-                    max_age,
-                })
+        let body = catalog::seat_map(&self.svc, schedule, |map| {
+            json_bytes(&SeatMap {
+                schedule_id: map.schedule_id.0,
+                concert_id: map.concert_id.0,
+                seats: map.seats.into_iter().map(Seat::from).collect(),
             })
-            .await?;
+        })
+        .await?;
         Ok(SeatMapResponse::Ok(Binary(body)))
     }
 }
@@ -290,42 +252,41 @@ fn json_bytes<T: ToJSON>(value: &T) -> Bytes {
     Bytes::from(value.to_json_string())
 }
 
-impl From<ConcertRow> for Concert {
-    fn from(row: ConcertRow) -> Self {
+impl From<catalog::Concert> for Concert {
+    fn from(concert: catalog::Concert) -> Self {
         Self {
-            id: row.id,
-            title: row.title,
-            artist: row.artist,
+            id: concert.id.0,
+            title: concert.title,
+            artist: concert.artist,
         }
     }
 }
 
-impl Schedule {
-    fn from_row(row: ScheduleRow, grades: Vec<GradeRow>) -> Self {
-        let grades: Vec<GradeAvailability> = grades.into_iter().map(Into::into).collect();
+impl From<catalog::Schedule> for Schedule {
+    fn from(schedule: catalog::Schedule) -> Self {
         Self {
-            id: row.id,
-            concert_id: row.concert_id,
-            venue: row.venue,
-            starts_at: row.starts_at.and_utc(),
-            seat_count: row.seat_count,
-            available_seats: grades.iter().map(|g| g.available).sum(),
-            status: match domain::ScheduleStatus::parse(&row.status) {
-                Some(domain::ScheduleStatus::Cancelled) => ScheduleState::Cancelled,
-                _ => ScheduleState::OnSale,
+            id: schedule.id.0,
+            concert_id: schedule.concert_id.0,
+            available_seats: schedule.available_seats(),
+            venue: schedule.venue,
+            starts_at: schedule.starts_at,
+            seat_count: schedule.seat_count,
+            status: match schedule.status {
+                ScheduleStatus::OnSale => ScheduleState::OnSale,
+                ScheduleStatus::Cancelled => ScheduleState::Cancelled,
             },
-            grades,
+            grades: schedule.grades.into_iter().map(Into::into).collect(),
         }
     }
 }
 
-impl Seat {
-    fn from_row(row: &SeatRow, now: DateTime<Utc>) -> anyhow::Result<Self> {
-        Ok(Self {
-            seat_no: row.seat_no,
-            grade: row.grade.clone(),
-            price: row.price,
-            status: row.state_at(now)?.into(),
-        })
+impl From<catalog::Seat> for Seat {
+    fn from(seat: catalog::Seat) -> Self {
+        Self {
+            seat_no: seat.seat_no,
+            grade: seat.grade,
+            price: seat.price.0,
+            status: seat.state.into(),
+        }
     }
 }

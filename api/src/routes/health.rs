@@ -1,7 +1,5 @@
-use std::time::Duration;
-
-use diesel_async::RunQueryDsl as _;
 use infra::Services;
+use infra::service::health;
 use infra::service::relay::RelayState;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
@@ -18,6 +16,12 @@ pub struct HealthApi {
 pub enum CheckStatus {
     Up,
     Down,
+}
+
+impl From<bool> for CheckStatus {
+    fn from(up: bool) -> Self {
+        if up { Self::Up } else { Self::Down }
+    }
 }
 
 #[derive(Debug, Object)]
@@ -61,9 +65,6 @@ pub enum ReadyResponse {
     NotReady(Json<Readiness>),
 }
 
-/// A probe must answer quickly even when a dependency hangs.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
-
 #[OpenApi(prefix_path = "/health", tag = "Tag::Operations")]
 impl HealthApi {
     /// Liveness probe
@@ -81,51 +82,23 @@ impl HealthApi {
     /// MySQL and Redis both answer. Also says how the outbox relay is doing.
     #[oai(path = "/ready", method = "get", operation_id = "getReadiness")]
     async fn ready(&self) -> ReadyResponse {
-        let (mysql, redis) = tokio::join!(check(mysql_up(&self.svc)), check(redis_up(&self.svc)));
-        let status = if mysql == CheckStatus::Up && redis == CheckStatus::Up {
-            CheckStatus::Up
-        } else {
-            CheckStatus::Down
-        };
-        let relay = match self.svc.relay.get() {
+        let readiness = health::readiness(&self.svc).await;
+        let relay = match readiness.relay {
             RelayState::Off => RelayStatus::Disabled,
             RelayState::Standby => RelayStatus::Standby,
             RelayState::Up => RelayStatus::Up,
             RelayState::Degraded => RelayStatus::Degraded,
         };
         let body = Json(Readiness {
-            status,
-            mysql,
-            redis,
+            status: readiness.ready().into(),
+            mysql: readiness.mysql.into(),
+            redis: readiness.redis.into(),
             relay,
         });
-        if status == CheckStatus::Up {
+        if readiness.ready() {
             ReadyResponse::Ready(body)
         } else {
             ReadyResponse::NotReady(body)
         }
     }
-}
-
-async fn check(probe: impl Future<Output = anyhow::Result<()>>) -> CheckStatus {
-    match tokio::time::timeout(CHECK_TIMEOUT, probe).await {
-        Ok(Ok(())) => CheckStatus::Up,
-        Ok(Err(e)) => {
-            tracing::warn!(error = format!("{e:#}"), "readiness check failed");
-            CheckStatus::Down
-        }
-        Err(_) => CheckStatus::Down,
-    }
-}
-
-async fn mysql_up(svc: &Services) -> anyhow::Result<()> {
-    let mut conn = svc.db().await?;
-    diesel::sql_query("SELECT 1").execute(&mut conn).await?;
-    Ok(())
-}
-
-async fn redis_up(svc: &Services) -> anyhow::Result<()> {
-    let mut conn = infra::redis::conn(&svc.redis).await?;
-    redis::cmd("PING").query_async::<()>(&mut conn).await?;
-    Ok(())
 }

@@ -103,7 +103,3 @@ pub async fn of_concert(
         .await
         .optional()
 }
-
-pub fn updated_at(sales: &ConcertSales) -> DateTime<Utc> {
-    super::utc(sales.updated_at)
-}

@@ -43,16 +43,12 @@ const SOLD: &str = "sold";
 const SOLD_MARKER_TTL: Duration = Duration::from_secs(3600);
 
 // KEYS: the seat. ARGV: the expected value, then either nothing (delete) or the
-// new value and its absolute expiry in ms (0 = the given TTL in ARGV[4] ms).
+// new value and its time to live in ms.
 static SWAP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
           if not ARGV[2] then return redis.call('DEL', KEYS[1]) end
-          if tonumber(ARGV[3]) > 0 then
-            redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
-          else
-            redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
-          end
+          redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
           return 1",
     )
 });
@@ -204,57 +200,6 @@ fn attempt_value() -> String {
     format!("a:{:032x}", rand::rng().random::<u128>())
 }
 
-/// An attempt's claim on a seat, held until it becomes a hold marker or is released.
-#[derive(Debug)]
-#[must_use = "a seat lock must be turned into a hold marker or released"]
-pub struct SeatLock {
-    key: String,
-    value: String,
-}
-
-/// Tries once; `None` means the seat is taken or someone is taking it right now.
-pub async fn try_acquire(
-    pool: &RedisPool,
-    key: String,
-    ttl: Duration,
-) -> RedisResult<Option<SeatLock>> {
-    let value = attempt_value();
-    let mut conn = super::conn(pool).await?;
-    let set: Option<String> = redis::cmd("SET")
-        .arg(&key)
-        .arg(&value)
-        .arg("NX")
-        .arg("PX")
-        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-        .query_async(&mut conn)
-        .await?;
-    Ok(set.map(|_| SeatLock { key, value }))
-}
-
-impl SeatLock {
-    /// The attempt failed: let the next one try.
-    pub async fn release(self, pool: &RedisPool) -> RedisResult<()> {
-        swap(pool, &self.key, &self.value, None).await
-    }
-
-    /// The hold committed: mark the seat taken by it until the hold ends.
-    pub async fn into_hold(
-        self,
-        pool: &RedisPool,
-        reservation: ReservationId,
-        until: DateTime<Utc>,
-    ) -> RedisResult<()> {
-        let marker = hold_marker(reservation);
-        swap(
-            pool,
-            &self.key,
-            &self.value,
-            Some((&marker, Expiry::At(until))),
-        )
-        .await
-    }
-}
-
 /// The hold ended (released or expired): the seat is free again.
 pub async fn clear_hold(
     pool: &RedisPool,
@@ -266,33 +211,31 @@ pub async fn clear_hold(
 
 /// The hold was paid: the seat is sold (unless its order is cancelled).
 pub async fn mark_sold(pool: &RedisPool, key: &str, reservation: ReservationId) -> RedisResult<()> {
-    let sold = Some((SOLD, Expiry::After(SOLD_MARKER_TTL)));
-    swap(pool, key, &hold_marker(reservation), sold).await
+    swap(
+        pool,
+        key,
+        &hold_marker(reservation),
+        Some((SOLD, SOLD_MARKER_TTL)),
+    )
+    .await
 }
 
 fn hold_marker(reservation: ReservationId) -> String {
     format!("r:{reservation}")
 }
 
-enum Expiry {
-    At(DateTime<Utc>),
-    After(Duration),
-}
-
 async fn swap(
     pool: &RedisPool,
     key: &str,
     expected: &str,
-    new: Option<(&str, Expiry)>,
+    new: Option<(&str, Duration)>,
 ) -> RedisResult<()> {
     let mut invocation = SWAP.key(key);
     invocation.arg(expected);
-    if let Some((value, expiry)) = new {
-        let (at, after) = match expiry {
-            Expiry::At(at) => (at.timestamp_millis().max(1), 0),
-            Expiry::After(ttl) => (0, u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
-        };
-        invocation.arg(value).arg(at).arg(after);
+    if let Some((value, ttl)) = new {
+        invocation
+            .arg(value)
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
     }
     let mut conn = super::conn(pool).await?;
     invocation.invoke_async::<i64>(&mut conn).await?;

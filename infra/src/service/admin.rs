@@ -1,4 +1,4 @@
-//! Operator use cases: putting concerts on sale, and the demo data.
+//! Operator use cases: the schema, putting concerts on sale, and the demo data.
 
 use chrono::{DateTime, Days, Utc};
 use diesel_async::AsyncConnection as _;
@@ -9,9 +9,16 @@ use domain::{
 };
 
 use super::Services;
-use crate::db::catalog::GradeRow;
+use super::catalog::GradeAvailability;
+use crate::config::Settings;
 use crate::db::{self, catalog, orders, sale_settings};
 use crate::redis::cache::Entry;
+
+/// Brings the database schema up to date (creating the database if it is missing),
+/// before anything serves from it. Returns the migration versions applied.
+pub async fn migrate(settings: &Settings) -> anyhow::Result<Vec<String>> {
+    db::migrate(settings).await
+}
 
 /// Creates a concert with its schedules, their seats and its sale in one transaction.
 pub async fn create_concert(
@@ -54,7 +61,7 @@ pub async fn set_grade_price(
     grade: &GradeName,
     price: Points,
     now: DateTime<Utc>,
-) -> Result<GradeRow, AdminError> {
+) -> Result<GradeAvailability, AdminError> {
     let mut conn = svc.db().await?;
     let row = catalog::schedule(&mut conn, schedule)
         .await
@@ -78,6 +85,7 @@ pub async fn set_grade_price(
         .map_err(db::failure)?
         .into_iter()
         .find(|g| g.grade == grade.as_str())
+        .map(GradeAvailability::from)
         .ok_or(AdminError::GradeNotFound)
 }
 

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod catalog;
 pub mod expiry;
 pub mod gauges;
+pub mod health;
 pub mod orders;
 pub mod payments;
 pub mod points;
@@ -15,6 +16,7 @@ pub mod reservations;
 pub mod sale;
 pub mod sales;
 pub mod shows;
+pub mod waiting_room;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -135,11 +137,9 @@ pub(crate) async fn every<F: Future<Output = ()>>(
     }
 }
 
-/// A dependency could not be reached at all (as opposed to a query that failed).
-/// It travels inside `Internal` errors; the API answers it with 503, not 500.
-#[derive(Debug, thiserror::Error)]
-#[error("{0} is unreachable")]
-pub struct DependencyDown(pub &'static str);
+/// A dependency could not be reached at all: the domain tells it apart from a
+/// failed query ([`domain::Ending`]), so the API answers 503, not 500.
+pub use domain::DependencyDown;
 
 /// Runs a transaction expression again (up to five times in all) when InnoDB
 /// rolled it back as a deadlock victim; such a rollback undid everything, so the

@@ -8,9 +8,9 @@ use diesel_async::AsyncConnection as _;
 use domain::reservation::Release;
 use domain::token::{AccessDenied, Grant};
 use domain::{
-    CancelError, CancelReason, DomainEvent, HoldError, IdempotencyKey, Order, OrderId, OrderStatus,
-    PaymentError, PaymentId, Points, QueueToken, ReleaseError, ScheduleId, ScheduleStatus,
-    SeatChoice, SeatNo, SeatState, points,
+    CancelError, CancelReason, DomainEvent, HoldError, IdempotencyKey, LedgerKind, Order, OrderId,
+    OrderStatus, PaymentError, PaymentId, Points, QueueToken, ReleaseError, ScheduleId,
+    ScheduleStatus, SeatChoice, SeatNo, SeatState, points,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ use super::{Abort, Services, catalog, retry_deadlocks};
 use crate::db::idempotency::{self, Scope, Stored};
 use crate::db::orders::{self, LockedSeat, NewOrder};
 use crate::db::payments::{self, Refused};
-use crate::db::wallets::{self, LedgerKind};
+use crate::db::wallets;
 use crate::db::{self, DbConn, catalog as catalog_rows, outbox, reservations, sale_settings};
 use crate::metrics::{ORDER_SIZES, Outcome};
 use crate::redis::cache::Entry;

@@ -2,12 +2,14 @@
 
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection as _;
-use domain::{ChargeAmount, ChargeError, DomainEvent, IdempotencyKey, Points, UserId, points};
+use domain::{
+    ChargeAmount, ChargeError, DomainEvent, IdempotencyKey, LedgerKind, Points, UserId, points,
+};
 use serde::{Deserialize, Serialize};
 
 use super::{Abort, Services, retry_deadlocks};
 use crate::db::idempotency::{self, Scope, Stored};
-use crate::db::wallets::{self, LedgerKind, LedgerRow};
+use crate::db::wallets::{self, LedgerRow};
 use crate::db::{self, outbox};
 use crate::metrics::Outcome as _;
 
@@ -114,14 +116,47 @@ async fn top_up(
     }
 }
 
+/// One line of a wallet's ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub id: u64,
+    pub kind: LedgerKind,
+    /// Positive for a charge or refund, negative for a payment or fee.
+    pub amount: i64,
+    pub balance_after: u64,
+    pub reservation_id: Option<u64>,
+    pub order_id: Option<u64>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl TryFrom<LedgerRow> for LedgerEntry {
+    type Error = anyhow::Error;
+
+    fn try_from(row: LedgerRow) -> anyhow::Result<Self> {
+        Ok(Self {
+            id: row.id,
+            kind: row.kind.0,
+            amount: row.amount,
+            balance_after: row.balance_after,
+            reservation_id: row.reservation_id,
+            order_id: row.order_id,
+            created_at: db::utc(row.created_at),
+        })
+    }
+}
+
+/// The user's ledger, newest first: up to `limit` entries older than `before`.
 pub async fn history(
     svc: &Services,
     user: &UserId,
     before: Option<u64>,
     limit: u32,
-) -> anyhow::Result<Vec<LedgerRow>> {
+) -> anyhow::Result<Vec<LedgerEntry>> {
     let mut conn = svc.db().await?;
     wallets::history(&mut conn, user, before, limit)
         .await
-        .map_err(db::failure)
+        .map_err(db::failure)?
+        .into_iter()
+        .map(LedgerEntry::try_from)
+        .collect()
 }

@@ -133,30 +133,62 @@ pub async fn apply(
     Ok(applied)
 }
 
+/// A concert's sales as the projection has them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SalesReport {
+    pub concert_id: u64,
+    pub holds: u64,
+    pub releases: u64,
+    pub expirations: u64,
+    pub seats_sold: u64,
+    pub revenue: u64,
+    /// Paid orders cancelled, and the points refunded for them.
+    pub cancellations: u64,
+    pub refunded: u64,
+    /// When the last event was applied (the concert's creation before the first).
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<ConcertSales> for SalesReport {
+    fn from(row: ConcertSales) -> Self {
+        Self {
+            concert_id: row.concert_id,
+            holds: row.holds,
+            releases: row.releases,
+            expirations: row.expirations,
+            seats_sold: row.seats_sold,
+            revenue: row.revenue,
+            cancellations: row.cancellations,
+            refunded: row.refunded,
+            updated_at: db::utc(row.updated_at),
+        }
+    }
+}
+
 /// A concert's sales as far as the projection has consumed; all zero before its
 /// first event.
-pub async fn report(svc: &Services, concert: ConcertId) -> Result<ConcertSales, LookupError> {
+pub async fn report(svc: &Services, concert: ConcertId) -> Result<SalesReport, LookupError> {
     let mut conn = svc.db().await?;
     if let Some(sales) = sales::of_concert(&mut conn, concert)
         .await
         .map_err(db::failure)?
     {
-        return Ok(sales);
+        return Ok(sales.into());
     }
     let row = catalog::concert(&mut conn, concert)
         .await
         .map_err(db::failure)?
         .ok_or(LookupError::ConcertNotFound)?;
-    Ok(ConcertSales {
+    Ok(SalesReport {
         concert_id: concert.0,
         holds: 0,
         releases: 0,
         expirations: 0,
         seats_sold: 0,
         revenue: 0,
-        updated_at: row.created_at,
         cancellations: 0,
         refunded: 0,
+        updated_at: db::utc(row.created_at),
     })
 }
 

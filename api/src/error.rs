@@ -1,15 +1,22 @@
 //! The one place errors become HTTP. Every failure is `application/problem+json`
-//! (RFC 9457) with a stable machine `code`; the spec lists each status per operation
-//! so generated clients get typed errors. Internal causes are logged here, once,
-//! and never sent.
+//! (RFC 9457) with a stable machine `code`. Each operation declares the codes it can
+//! answer with ([`failures!`]); its spec lists exactly their statuses, each naming its
+//! codes, so generated clients get typed errors per call. Internal causes are logged
+//! here, once, and never sent.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::{LazyLock, Mutex};
 
 use domain::token::AccessDenied;
 use domain::{
-    AdminError, CancelError, ChargeError, HoldError, IdentityError, JoinError, LookupError,
+    AdminError, CancelError, ChargeError, Ending, HoldError, IdentityError, JoinError, LookupError,
     PaymentError, ReleaseError, TokenError, ValidationError,
 };
 use poem::http::StatusCode;
 use poem_openapi::payload::Json;
+use poem_openapi::registry::{MetaHeader, MetaMediaType, MetaResponse, MetaResponses, Registry};
+use poem_openapi::types::Type as _;
 use poem_openapi::{ApiResponse, Enum, Object};
 
 /// A problem detail (RFC 9457). Branch on `code`; `title` and `detail` are for people.
@@ -211,7 +218,8 @@ impl ErrorCode {
     }
 }
 
-/// Every error response an operation can give.
+/// Every problem boxoffice answers with, by status. An operation answers through
+/// [`Failure`], whose spec lists only the statuses of the codes it declares.
 #[derive(Debug, ApiResponse)]
 pub enum ApiError {
     /// Malformed request: unparsable JSON, a missing field, parameter or header.
@@ -262,6 +270,215 @@ pub enum ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// What an operation answers: its success responses, or a [`Failure`] of one of
+/// the codes `F` declares.
+pub type Answer<T, F> = Result<T, Failure<F>>;
+
+/// Groups of error codes; an operation's codes are the union of its groups.
+pub type Codes = &'static [&'static [ErrorCode]];
+
+/// The error codes one operation can answer with, declared with [`failures!`].
+pub trait Failures: 'static {
+    const CODES: Codes;
+}
+
+/// Declares an operation's failures: a type naming them, whose codes are the
+/// union of the groups and the codes listed after `;`. A server-side failure
+/// (`INTERNAL`, `SERVICE_UNAVAILABLE`) is possible everywhere and implied.
+///
+/// `failures!(HoldOrderFailures: JSON_BODY, QUEUE_TOKEN; SEAT_TAKEN, ...);`
+macro_rules! failures {
+    ($(#[$doc:meta])* $name:ident: $($group:expr),* $(; $($code:ident),* $(,)?)?) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub enum $name {}
+
+        impl $crate::error::Failures for $name {
+            const CODES: $crate::error::Codes = &[
+                $($group,)*
+                $(&[$($crate::error::ErrorCode::$code),*])?
+            ];
+        }
+    };
+}
+pub(crate) use failures;
+
+/// The body could not be read as the operation's JSON.
+pub const JSON_BODY: &[ErrorCode] = &[
+    ErrorCode::MalformedRequest,
+    ErrorCode::UnsupportedMediaType,
+    ErrorCode::PayloadTooLarge,
+];
+/// A path, query or header parameter is missing or malformed.
+pub const PARAMETERS: &[ErrorCode] = &[ErrorCode::MalformedRequest];
+/// The call takes a queue token (`Authorization: Bearer`): none, or one never issued.
+pub const QUEUE_TOKEN: &[ErrorCode] = &[ErrorCode::MissingToken, ErrorCode::InvalidToken];
+/// The call books: the token must be ACTIVE, and for the concert booked.
+pub const ACTIVE_TOKEN: &[ErrorCode] = &[
+    ErrorCode::TokenExpired,
+    ErrorCode::TokenNotActive,
+    ErrorCode::WrongConcert,
+];
+/// An operator call (`X-Api-Key`).
+pub const ADMIN_KEY: &[ErrorCode] = &[ErrorCode::InvalidApiKey];
+/// A failure on our side: possible in every operation.
+const SERVER: &[ErrorCode] = &[ErrorCode::Internal, ErrorCode::ServiceUnavailable];
+
+/// An operation's failure: a problem with one of the codes `F` declares. A code it
+/// does not declare is a bug in the handler: it is logged and answered as 500, so
+/// the spec never lies to a client (and the tests, which never expect a 500, fail).
+pub struct Failure<F>(ApiError, PhantomData<fn() -> F>);
+
+impl<F> std::fmt::Debug for Failure<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<F: Failures> Failure<F> {
+    /// Every code `F` can answer with, the server's included, each once.
+    pub fn codes() -> Vec<ErrorCode> {
+        let mut codes: Vec<ErrorCode> = Vec::new();
+        for &code in F::CODES.iter().chain(&[SERVER]).copied().flatten() {
+            if !codes.contains(&code) {
+                codes.push(code);
+            }
+        }
+        codes
+    }
+
+    pub fn into_problem(self) -> Problem {
+        self.0.into_problem()
+    }
+}
+
+impl<F: Failures> From<ApiError> for Failure<F> {
+    fn from(error: ApiError) -> Self {
+        let code = error.code();
+        if Self::codes().contains(&code) {
+            return Self(error, PhantomData);
+        }
+        tracing::error!(
+            ?code,
+            operation = std::any::type_name::<F>(),
+            "an answer the operation does not declare; sent as 500"
+        );
+        Self(
+            ApiError::new(
+                ErrorCode::Internal,
+                "an internal error occurred; it has been logged",
+            ),
+            PhantomData,
+        )
+    }
+}
+
+/// Every error a handler meets converts with `?`, through [`ApiError`].
+macro_rules! failure_from {
+    ($($error:ty),* $(,)?) => {$(
+        impl<F: Failures> From<$error> for Failure<F> {
+            fn from(error: $error) -> Self {
+                ApiError::from(error).into()
+            }
+        }
+    )*};
+}
+failure_from!(
+    anyhow::Error,
+    ValidationError,
+    AccessDenied,
+    TokenError,
+    IdentityError,
+    JoinError,
+    LookupError,
+    HoldError,
+    ReleaseError,
+    ChargeError,
+    PaymentError,
+    CancelError,
+    AdminError,
+);
+
+impl<F: Failures> ApiResponse for Failure<F> {
+    fn meta() -> MetaResponses {
+        let mut by_status: BTreeMap<u16, Vec<ErrorCode>> = BTreeMap::new();
+        for code in Self::codes() {
+            by_status
+                .entry(code.status().as_u16())
+                .or_default()
+                .push(code);
+        }
+        let responses = by_status
+            .into_iter()
+            .map(|(status, codes)| MetaResponse {
+                description: describe(status, &codes),
+                status: Some(status),
+                status_range: None,
+                content: vec![MetaMediaType {
+                    content_type: "application/problem+json",
+                    schema: Problem::schema_ref(),
+                }],
+                headers: if status == StatusCode::TOO_MANY_REQUESTS.as_u16() {
+                    vec![MetaHeader {
+                        name: "Retry-After".into(),
+                        description: Some(
+                            "Whole seconds to wait before trying again (at least 1).".into(),
+                        ),
+                        required: true,
+                        deprecated: false,
+                        schema: u64::schema_ref(),
+                    }]
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        MetaResponses { responses }
+    }
+
+    fn register(registry: &mut Registry) {
+        Problem::register(registry);
+    }
+}
+
+impl<F: Failures> poem::IntoResponse for Failure<F> {
+    fn into_response(self) -> poem::Response {
+        self.0.into_response()
+    }
+}
+
+impl<F: Failures> From<Failure<F>> for poem::Error {
+    fn from(failure: Failure<F>) -> Self {
+        use poem::IntoResponse as _;
+        poem::Error::from_response(failure.into_response())
+    }
+}
+
+/// A response's description in the spec: the status and the codes it carries
+/// here ("Conflict: `SEAT_TAKEN`, `NOT_ENOUGH_SEATS`."). The spec's metadata wants
+/// `&'static str`, so each distinct text is made once and kept.
+fn describe(status: u16, codes: &[ErrorCode]) -> &'static str {
+    static TEXTS: LazyLock<Mutex<Vec<&'static str>>> = LazyLock::new(Mutex::default);
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let names: Vec<String> = codes
+        .iter()
+        .map(|c| format!("`{}`", c.to_json_string()))
+        .collect();
+    let text = format!("{reason}: {}.", names.join(", "));
+    let mut texts = TEXTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(known) = texts.iter().find(|t| **t == text) {
+        return known;
+    }
+    let kept: &'static str = Box::leak(text.into_boxed_str());
+    texts.push(kept);
+    kept
+}
+
 impl ApiError {
     pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
         Self::with_position(code, detail, None)
@@ -309,7 +526,11 @@ impl ApiError {
         error
     }
 
-    pub fn into_problem(self) -> Problem {
+    pub fn code(&self) -> ErrorCode {
+        self.problem().code
+    }
+
+    fn problem(&self) -> &Problem {
         match self {
             Self::BadRequest(p)
             | Self::Unauthorized(p)
@@ -322,16 +543,18 @@ impl ApiError {
             | Self::Unprocessable(p)
             | Self::RateLimited(p, _)
             | Self::Internal(p)
-            | Self::Unavailable(p) => p.0,
+            | Self::Unavailable(p) => &p.0,
         }
     }
 
-    /// Logs the cause (once, here) and answers with nothing of it.
+    pub fn into_problem(self) -> Problem {
+        self.problem().clone()
+    }
+
+    /// Answers a failure as the domain classifies it ([`Ending::of`]): 503 for a
+    /// dependency down, else 500. The cause is logged (once, here) and never sent.
     fn internal(cause: &anyhow::Error) -> Self {
-        if cause
-            .downcast_ref::<infra::service::DependencyDown>()
-            .is_some()
-        {
+        if let Ending::Unavailable(cause) = Ending::of(cause) {
             return Self::unavailable(cause);
         }
         tracing::error!(error = format!("{cause:#}"), "request failed");

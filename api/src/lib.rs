@@ -151,8 +151,9 @@ fn route(svc: Services, hub: Arc<Hub>) -> (impl Endpoint, Arc<RouteTable>) {
     (endpoint, table)
 }
 
-/// Wraps every request: refuses a declared oversized body with 413 and cuts an
-/// undeclared (chunked) one off at the limit, where it then fails to parse; turns
+/// Wraps every request: refuses a declared oversized body with 413 (for an
+/// operation that takes a body; any other never reads one) and cuts an undeclared
+/// (chunked) one off at the limit, where it then fails to parse; turns
 /// the framework's own errors into problems; and tells a 405 what is `Allow`ed.
 async fn edge<E: Endpoint>(
     next: E,
@@ -162,7 +163,9 @@ async fn edge<E: Endpoint>(
     let declared = req
         .header(poem::http::header::CONTENT_LENGTH)
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64)
+        && routes.takes_body(req.method().as_str(), req.uri().path())
+    {
         let too_large = error::ApiError::new(
             error::ErrorCode::PayloadTooLarge,
             "the body is larger than 2 MiB",
@@ -260,7 +263,7 @@ impl Server {
     pub async fn bind(settings: Settings) -> anyhow::Result<Self> {
         client_limit::validate(&settings)?;
         if settings.migrate_on_start {
-            infra::db::migrate(&settings)
+            infra::service::admin::migrate(&settings)
                 .await
                 .context("migrating the database")?;
         }

@@ -1,6 +1,7 @@
 //! The app's routes, read once from the generated spec (plus the few routes served
-//! outside it): the route template HTTP metrics label a request with, and the
-//! methods a 405 lists in its `Allow` header (RFC 9110 requires it).
+//! outside it): the route template HTTP metrics label a request with, the methods
+//! a 405 lists in its `Allow` header (RFC 9110 requires it), and which operations
+//! take a body (only they refuse an oversized one).
 
 use std::collections::HashMap;
 
@@ -23,6 +24,8 @@ pub struct RouteTable {
     templates: HashMap<String, String>,
     /// Route shape -> its methods, as an `Allow` value.
     allowed: Vec<(Vec<Segment>, HeaderValue)>,
+    /// Route shape and method of every operation that takes a request body.
+    with_body: Vec<(Vec<Segment>, String)>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -62,6 +65,13 @@ impl RouteTable {
             {
                 table.templates.insert(id.to_owned(), path.clone());
             }
+            for (method, op) in operations {
+                if op.get("requestBody").is_some() {
+                    table
+                        .with_body
+                        .push((segments(path), method.to_uppercase()));
+                }
+            }
             let methods: Vec<String> = operations.keys().map(|m| m.to_uppercase()).collect();
             if let Ok(allow) = HeaderValue::from_str(&methods.join(", ")) {
                 table.allowed.push((segments(path), allow));
@@ -82,16 +92,32 @@ impl RouteTable {
 
     /// The `Allow` value for `path`, if some route has that shape.
     pub fn allowed(&self, path: &str) -> Option<&HeaderValue> {
-        let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        self.allowed.iter().find_map(|(template, allow)| {
-            let fits = template.len() == parts.len()
-                && template.iter().zip(&parts).all(|(t, p)| match t {
-                    Segment::Param => true,
-                    Segment::Literal(l) => l == p,
-                });
-            fits.then_some(allow)
-        })
+        let parts = parts(path);
+        self.allowed
+            .iter()
+            .find_map(|(template, allow)| fits(template, &parts).then_some(allow))
     }
+
+    /// Whether `method` on `path` is an operation that takes a request body. Any
+    /// other request's body is never read, so its size does not matter.
+    pub fn takes_body(&self, method: &str, path: &str) -> bool {
+        let parts = parts(path);
+        self.with_body
+            .iter()
+            .any(|(template, m)| m == method && fits(template, &parts))
+    }
+}
+
+fn parts(path: &str) -> Vec<&str> {
+    path.split('/').filter(|s| !s.is_empty()).collect()
+}
+
+fn fits(template: &[Segment], parts: &[&str]) -> bool {
+    template.len() == parts.len()
+        && template.iter().zip(parts).all(|(t, p)| match t {
+            Segment::Param => true,
+            Segment::Literal(l) => l == p,
+        })
 }
 
 /// A path outside the spec: its fixed route, or `unmatched`. Never the raw path.
@@ -124,6 +150,17 @@ mod tests {
         assert_eq!(static_label("/docs/index.css"), "/docs");
         assert_eq!(static_label("/v1/reservations/17/x"), "unmatched");
         assert_eq!(static_label("/docsx"), "unmatched");
+    }
+
+    #[test]
+    fn only_operations_with_a_request_body_take_one() {
+        let routes = RouteTable::from_spec(
+            r#"{"paths":{"/v1/orders":{"post":{"requestBody":{}},"get":{}},"/v1/orders/{orderId}/payment":{"post":{}}}}"#,
+        );
+        assert!(routes.takes_body("POST", "/v1/orders"));
+        assert!(!routes.takes_body("GET", "/v1/orders"));
+        assert!(!routes.takes_body("POST", "/v1/orders/7/payment"));
+        assert!(!routes.takes_body("POST", "/v1/nowhere"));
     }
 
     #[test]

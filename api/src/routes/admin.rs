@@ -13,8 +13,10 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::sale::SaleSettingsInput;
 use super::{Tag, absent_or_value};
 use crate::auth::AdminAuth;
-use crate::error::ApiResult;
-use crate::text::Text;
+use crate::error::{ADMIN_KEY, Answer, JSON_BODY, PARAMETERS, failures};
+use crate::text::{
+    CutoffHours, FeePercent, GradePrice, GradeText, Int, NameText, SeatNumber, SeatPrice, Text,
+};
 
 #[derive(Debug)]
 pub struct AdminApi {
@@ -24,8 +26,8 @@ pub struct AdminApi {
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase", example, skip_serializing_if_is_none)]
 pub struct CreateConcert {
-    pub title: Text,
-    pub artist: Text,
+    pub title: Text<NameText>,
+    pub artist: Text<NameText>,
     /// 1-100 performances.
     pub schedules: Vec<CreateSchedule>,
     /// The sale: when it opens, how fast and how many fans are let in, seats per
@@ -41,18 +43,15 @@ pub struct CreateConcert {
 #[derive(Debug, Object)]
 #[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct CreateSchedule {
-    pub venue: Text,
+    pub venue: Text<NameText>,
     pub starts_at: DateTime<Utc>,
     /// Seats numbered 1..=seatCount (1-100000). With `grades`, optional; if given it
     /// must be the last grade's last seat.
-    #[oai(validator(minimum(value = "0"), maximum(value = "4294967295")))]
-    pub seat_count: Option<u32>,
+    pub seat_count: Option<SeatNumber>,
     /// The price of each seat in points (at most 10000000)...
-    #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
-    pub price: Option<u64>,
+    pub price: Option<SeatPrice>,
     /// ...unless `prices` gives one per seat, seat 1 first (length = seatCount).
-    #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
-    pub prices: Option<Vec<u64>>,
+    pub prices: Option<Vec<SeatPrice>>,
     /// Grades (sections) numbering the seats from 1 in order, each with its price;
     /// instead of `price` and `prices`.
     pub grades: Option<Vec<GradeInput>>,
@@ -63,11 +62,11 @@ pub struct CreateSchedule {
 #[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct GradeInput {
     /// 1-32 letters, digits, `-` or `_` (`VIP`, `R`, `S`...), unique per schedule.
-    pub name: String,
+    pub name: Text<GradeText>,
     /// Points per seat, 1-10000000.
-    pub price: i64,
-    pub first_seat: i64,
-    pub last_seat: i64,
+    pub price: GradePrice,
+    pub first_seat: SeatNumber,
+    pub last_seat: SeatNumber,
 }
 
 /// Until when and for what fee fans may cancel paid orders.
@@ -75,10 +74,10 @@ pub struct GradeInput {
 #[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 pub struct CancellationInput {
     /// Cancelling closes this many hours before the show (0-8760).
-    pub cutoff_hours: i64,
+    pub cutoff_hours: CutoffHours,
     /// Kept from the refund, in percent of the order's total (0-100), rounded down
     /// to whole points.
-    pub fee_percent: i64,
+    pub fee_percent: FeePercent,
 }
 
 impl poem_openapi::types::Example for CreateConcert {
@@ -95,21 +94,21 @@ impl poem_openapi::types::Example for CreateConcert {
                 grades: Some(vec![
                     GradeInput {
                         name: "VIP".into(),
-                        price: 15_000,
-                        first_seat: 1,
-                        last_seat: 10,
+                        price: Int(15_000),
+                        first_seat: Int(1),
+                        last_seat: Int(10),
                     },
                     GradeInput {
                         name: "R".into(),
-                        price: 10_000,
-                        first_seat: 11,
-                        last_seat: 50,
+                        price: Int(10_000),
+                        first_seat: Int(11),
+                        last_seat: Int(50),
                     },
                 ]),
             }],
             cancellation: Some(CancellationInput {
-                cutoff_hours: 24,
-                fee_percent: 10,
+                cutoff_hours: Int(24),
+                fee_percent: Int(10),
             }),
             sale: MaybeUndefined::Value(SaleSettingsInput {
                 opens_at: DateTime::from_timestamp(1_789_000_000, 0)
@@ -168,6 +167,10 @@ pub enum SalesResponse {
     Ok(Json<ConcertSales>),
 }
 
+failures!(GetConcertSalesFailures: PARAMETERS, ADMIN_KEY; ConcertNotFound);
+failures!(CreateConcertFailures: JSON_BODY, ADMIN_KEY;
+    InvalidConcert, InvalidGrades, InvalidGrade, InvalidSeatNumber, InvalidSaleSettings);
+
 #[OpenApi(prefix_path = "/v1/admin", tag = "Tag::Admin")]
 impl AdminApi {
     /// A concert's sales
@@ -187,7 +190,7 @@ impl AdminApi {
             validator(minimum(value = "1"), maximum(value = "9007199254740991"))
         )]
         concert_id: Path<u64>,
-    ) -> ApiResult<SalesResponse> {
+    ) -> Answer<SalesResponse, GetConcertSalesFailures> {
         let s = infra::service::sales::report(&self.svc, ConcertId(concert_id.0)).await?;
         Ok(SalesResponse::Ok(Json(ConcertSales {
             concert_id: s.concert_id,
@@ -198,7 +201,7 @@ impl AdminApi {
             revenue: s.revenue,
             cancellations: s.cancellations,
             refunded: s.refunded,
-            updated_at: infra::db::sales::updated_at(&s),
+            updated_at: s.updated_at,
         })))
     }
 
@@ -210,7 +213,7 @@ impl AdminApi {
         &self,
         _auth: AdminAuth,
         body: Json<CreateConcert>,
-    ) -> ApiResult<CreateConcertResponse> {
+    ) -> Answer<CreateConcertResponse, CreateConcertFailures> {
         let body = body.0;
         let schedules = body
             .schedules
@@ -218,7 +221,7 @@ impl AdminApi {
             .map(new_schedule)
             .collect::<Result<_, ValidationError>>()?;
         let cancellation = match body.cancellation {
-            Some(c) => CancellationPolicy::new(c.cutoff_hours, c.fee_percent)?,
+            Some(c) => CancellationPolicy::new(c.cutoff_hours.0, c.fee_percent.0)?,
             None => CancellationPolicy::DEFAULT,
         };
         let concert = NewConcert::new(&body.title.0, &body.artist.0, schedules, cancellation)?;
@@ -252,19 +255,19 @@ fn new_schedule(s: CreateSchedule) -> Result<NewSchedule, ValidationError> {
     let grades = grades
         .into_iter()
         .map(|g| {
-            let price = u64::try_from(g.price)
+            let price = u64::try_from(g.price.0)
                 .map_err(|_| ValidationError::Grades("a grade costs 1-10000000 points"))?;
             Ok(Grade {
-                name: GradeName::parse(&g.name)?,
+                name: GradeName::parse(&g.name.0)?,
                 price: Points(price),
-                first_seat: SeatNo::parse(g.first_seat)?,
-                last_seat: SeatNo::parse(g.last_seat)?,
+                first_seat: SeatNo::parse(g.first_seat.0)?,
+                last_seat: SeatNo::parse(g.last_seat.0)?,
             })
         })
         .collect::<Result<Vec<_>, ValidationError>>()?;
     let schedule = NewSchedule::graded(&s.venue.0, s.starts_at, grades)?;
     if s.seat_count
-        .is_some_and(|n| n as usize != schedule.prices.len())
+        .is_some_and(|n| usize::try_from(n.0).ok() != Some(schedule.prices.len()))
     {
         return Err(ValidationError::Grades(
             "seatCount must be the last grade's last seat",
@@ -275,21 +278,24 @@ fn new_schedule(s: CreateSchedule) -> Result<NewSchedule, ValidationError> {
 
 /// One price per seat, checked before anything is allocated for them.
 fn seat_prices(
-    seat_count: u32,
-    price: Option<u64>,
-    prices: Option<Vec<u64>>,
+    seat_count: SeatNumber,
+    price: Option<SeatPrice>,
+    prices: Option<Vec<SeatPrice>>,
 ) -> Result<Vec<Points>, ValidationError> {
-    if seat_count == 0 || seat_count > SeatNo::MAX {
-        return Err(ValidationError::Concert("a schedule needs 1-100000 seats"));
-    }
+    let seat_count = SeatNo::parse(seat_count.0)
+        .map_err(|_| ValidationError::Concert("a schedule needs 1-100000 seats"))?
+        .get() as usize;
+    let points = |price: SeatPrice| {
+        u64::try_from(price.0)
+            .map(Points)
+            .map_err(|_| ValidationError::Concert("a seat costs 0-10000000 points"))
+    };
     match (price, prices) {
-        (_, Some(prices)) if prices.len() == seat_count as usize => {
-            Ok(prices.into_iter().map(Points).collect())
-        }
+        (_, Some(prices)) if prices.len() == seat_count => prices.into_iter().map(points).collect(),
         (_, Some(_)) => Err(ValidationError::Concert(
             "prices must have exactly seatCount entries",
         )),
-        (Some(price), None) => Ok(vec![Points(price); seat_count as usize]),
+        (Some(price), None) => Ok(vec![points(price)?; seat_count]),
         (None, None) => Err(ValidationError::Concert("a schedule needs price or prices")),
     }
 }

@@ -9,7 +9,8 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::Tag;
 use super::reservations::ReservationState;
 use crate::auth::QueueAuth;
-use crate::error::ApiResult;
+use crate::error::{ACTIVE_TOKEN, Answer, JSON_BODY, PARAMETERS, QUEUE_TOKEN, failures};
+use crate::text::{DistinctInts, GradeText, IdempotencyKeyText, Quantity, SeatNumbers, Text};
 
 #[derive(Debug)]
 pub struct OrdersApi {
@@ -24,18 +25,18 @@ pub struct OrderRequest {
     #[oai(validator(minimum(value = "1"), maximum(value = "9007199254740991")))]
     pub schedule_id: u64,
     /// 1 to the sale's `maxSeatsPerFan` seat numbers, each once.
-    pub seats: Option<Vec<i64>>,
+    pub seats: Option<SeatNumbers>,
     /// A grade of the schedule (see its `grades`)...
-    pub grade: Option<String>,
+    pub grade: Option<Text<GradeText>>,
     /// ...and how many of its seats (1 to the sale's `maxSeatsPerFan`).
-    pub quantity: Option<i64>,
+    pub quantity: Option<Quantity>,
 }
 
 impl poem_openapi::types::Example for OrderRequest {
     fn example() -> Self {
         Self {
             schedule_id: 1,
-            seats: Some(vec![7, 8]),
+            seats: Some(DistinctInts(vec![7, 8])),
             grade: None,
             quantity: None,
         }
@@ -222,6 +223,19 @@ pub enum CancelOrderResponse {
     ),
 }
 
+failures!(HoldOrderFailures: JSON_BODY, QUEUE_TOKEN, ACTIVE_TOKEN;
+    InvalidOrder, InvalidGrade, InvalidSeatNumber, ScheduleNotFound, SeatNotFound,
+    GradeNotFound, SeatTaken, NotEnoughSeats, ShowCancelled, SeatLimit);
+failures!(ListOrdersFailures: QUEUE_TOKEN);
+failures!(GetOrderFailures: PARAMETERS, QUEUE_TOKEN; OrderNotFound);
+failures!(ReleaseOrderFailures: PARAMETERS, QUEUE_TOKEN; OrderNotFound, AlreadyPaid);
+failures!(PayOrderFailures: PARAMETERS, QUEUE_TOKEN, ACTIVE_TOKEN;
+    InvalidIdempotencyKey, OrderNotFound, AlreadyPaid, HoldExpired, ReservationReleased,
+    OrderCancelled, InsufficientPoints, IdempotencyKeyReused);
+failures!(CancelOrderFailures: PARAMETERS, QUEUE_TOKEN;
+    InvalidIdempotencyKey, OrderNotFound, OrderNotPaid, OrderCancelled, CancellationClosed,
+    IdempotencyKeyReused);
+
 #[OpenApi(prefix_path = "/v1/orders", tag = "Tag::Orders")]
 impl OrdersApi {
     /// Hold several seats
@@ -236,8 +250,12 @@ impl OrdersApi {
         &self,
         auth: QueueAuth,
         body: Json<OrderRequest>,
-    ) -> ApiResult<HoldOrderResponse> {
-        let choice = SeatChoice::new(body.seats.as_deref(), body.grade.as_deref(), body.quantity)?;
+    ) -> Answer<HoldOrderResponse, HoldOrderFailures> {
+        let choice = SeatChoice::new(
+            body.seats.as_ref().map(|s| s.0.as_slice()),
+            body.grade.as_ref().map(|g| g.0.as_str()),
+            body.quantity.map(|q| q.0),
+        )?;
         let schedule = ScheduleId(body.schedule_id);
         let order = orders::hold(&self.svc, &auth.0.grant, schedule, &choice, infra::now()).await?;
         Ok(HoldOrderResponse::Created(Json(order.into())))
@@ -247,7 +265,7 @@ impl OrdersApi {
     ///
     /// The caller's orders of their token's concert, newest first.
     #[oai(path = "/", method = "get", operation_id = "listOrders")]
-    async fn list(&self, auth: QueueAuth) -> ApiResult<Json<OrderList>> {
+    async fn list(&self, auth: QueueAuth) -> Answer<Json<OrderList>, ListOrdersFailures> {
         let found = orders::list(&self.svc, &auth.0.grant, infra::now()).await?;
         Ok(Json(OrderList {
             orders: found.into_iter().map(Into::into).collect(),
@@ -264,7 +282,7 @@ impl OrdersApi {
             validator(minimum(value = "1"), maximum(value = "9007199254740991"))
         )]
         order_id: Path<u64>,
-    ) -> ApiResult<Json<OrderBody>> {
+    ) -> Answer<Json<OrderBody>, GetOrderFailures> {
         let order =
             orders::get(&self.svc, &auth.0.grant, OrderId(order_id.0), infra::now()).await?;
         Ok(Json(order.into()))
@@ -283,7 +301,7 @@ impl OrdersApi {
             validator(minimum(value = "1"), maximum(value = "9007199254740991"))
         )]
         order_id: Path<u64>,
-    ) -> ApiResult<Json<OrderBody>> {
+    ) -> Answer<Json<OrderBody>, ReleaseOrderFailures> {
         let order =
             orders::release(&self.svc, &auth.0.grant, OrderId(order_id.0), infra::now()).await?;
         Ok(Json(order.into()))
@@ -306,9 +324,9 @@ impl OrdersApi {
         /// A unique key per payment attempt (a UUID is ideal): retrying with it
         /// never pays twice and returns the first answer.
         #[oai(name = "Idempotency-Key")]
-        idempotency_key: Header<String>,
-    ) -> ApiResult<PayOrderResponse> {
-        let key = IdempotencyKey::parse(&idempotency_key)?;
+        idempotency_key: Header<Text<IdempotencyKeyText>>,
+    ) -> Answer<PayOrderResponse, PayOrderFailures> {
+        let key = IdempotencyKey::parse(&idempotency_key.0.0)?;
         let caller = &auth.0;
         let (receipt, replayed) = orders::pay(
             &self.svc,
@@ -347,9 +365,9 @@ impl OrdersApi {
         /// A unique key per cancellation attempt: retrying with it never refunds
         /// twice and returns the first answer.
         #[oai(name = "Idempotency-Key")]
-        idempotency_key: Header<String>,
-    ) -> ApiResult<CancelOrderResponse> {
-        let key = IdempotencyKey::parse(&idempotency_key)?;
+        idempotency_key: Header<Text<IdempotencyKeyText>>,
+    ) -> Answer<CancelOrderResponse, CancelOrderFailures> {
+        let key = IdempotencyKey::parse(&idempotency_key.0.0)?;
         let (receipt, replayed) = orders::cancel(
             &self.svc,
             &auth.0.grant,

@@ -8,7 +8,8 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::Tag;
 use crate::auth::QueueAuth;
-use crate::error::ApiResult;
+use crate::error::{ACTIVE_TOKEN, Answer, JSON_BODY, PARAMETERS, QUEUE_TOKEN, failures};
+use crate::text::{IdempotencyKeyText, Text};
 
 #[derive(Debug)]
 pub struct PaymentsApi {
@@ -63,6 +64,10 @@ pub enum PayResponse {
     ),
 }
 
+failures!(PayReservationFailures: JSON_BODY, PARAMETERS, QUEUE_TOKEN, ACTIVE_TOKEN;
+    InvalidIdempotencyKey, ReservationNotFound, AlreadyPaid, HoldExpired, ReservationReleased,
+    OrderCancelled, InsufficientPoints, IdempotencyKeyReused);
+
 #[OpenApi(prefix_path = "/v1/payments", tag = "Tag::Payments")]
 impl PaymentsApi {
     /// Pay a held seat
@@ -77,10 +82,10 @@ impl PaymentsApi {
         /// A unique key per payment attempt (a UUID is ideal): retrying with it
         /// never pays twice and returns the first answer.
         #[oai(name = "Idempotency-Key")]
-        idempotency_key: Header<String>,
+        idempotency_key: Header<Text<IdempotencyKeyText>>,
         body: Json<PayRequest>,
-    ) -> ApiResult<PayResponse> {
-        let key = IdempotencyKey::parse(&idempotency_key)?;
+    ) -> Answer<PayResponse, PayReservationFailures> {
+        let key = IdempotencyKey::parse(&idempotency_key.0.0)?;
         let caller = &auth.0;
         let (receipt, replayed) = payments::pay(
             &self.svc,

@@ -1,7 +1,6 @@
 use chrono::{DateTime, Utc};
 use domain::{ChargeAmount, IdempotencyKey};
 use infra::Services;
-use infra::db::wallets;
 use infra::service::points;
 use poem_openapi::param::{Header, Query};
 use poem_openapi::payload::Json;
@@ -9,7 +8,8 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use super::Tag;
 use crate::auth::QueueAuth;
-use crate::error::ApiResult;
+use crate::error::{Answer, JSON_BODY, PARAMETERS, QUEUE_TOKEN, failures};
+use crate::text::{IdempotencyKeyText, Int, Text, TopUp};
 
 #[derive(Debug)]
 pub struct PointsApi {
@@ -37,12 +37,14 @@ impl poem_openapi::types::Example for Balance {
 #[oai(rename_all = "camelCase", example, skip_serializing_if_is_none)]
 pub struct ChargeRequest {
     /// Points to add: a whole number from 1 to 10000000.
-    pub amount: i64,
+    pub amount: TopUp,
 }
 
 impl poem_openapi::types::Example for ChargeRequest {
     fn example() -> Self {
-        Self { amount: 50_000 }
+        Self {
+            amount: Int(50_000),
+        }
     }
 }
 
@@ -76,13 +78,13 @@ pub enum LedgerKind {
     Fee,
 }
 
-impl From<wallets::LedgerKind> for LedgerKind {
-    fn from(kind: wallets::LedgerKind) -> Self {
+impl From<domain::LedgerKind> for LedgerKind {
+    fn from(kind: domain::LedgerKind) -> Self {
         match kind {
-            wallets::LedgerKind::Charge => Self::Charge,
-            wallets::LedgerKind::Payment => Self::Payment,
-            wallets::LedgerKind::Refund => Self::Refund,
-            wallets::LedgerKind::Fee => Self::Fee,
+            domain::LedgerKind::Charge => Self::Charge,
+            domain::LedgerKind::Payment => Self::Payment,
+            domain::LedgerKind::Refund => Self::Refund,
+            domain::LedgerKind::Fee => Self::Fee,
         }
     }
 }
@@ -122,13 +124,16 @@ pub enum ChargeResponse {
     ),
 }
 
-const MAX_PAGE: u32 = 100;
+failures!(GetBalanceFailures: QUEUE_TOKEN);
+failures!(ChargePointsFailures: JSON_BODY, PARAMETERS, QUEUE_TOKEN;
+    InvalidIdempotencyKey, InvalidAmount, BalanceLimit, IdempotencyKeyReused);
+failures!(GetPointsHistoryFailures: PARAMETERS, QUEUE_TOKEN);
 
 #[OpenApi(prefix_path = "/v1/points", tag = "Tag::Points")]
 impl PointsApi {
     /// Get my balance
     #[oai(path = "/", method = "get", operation_id = "getBalance")]
-    async fn balance(&self, auth: QueueAuth) -> ApiResult<Json<Balance>> {
+    async fn balance(&self, auth: QueueAuth) -> Answer<Json<Balance>, GetBalanceFailures> {
         let user = &auth.0.grant.user_id;
         let balance = points::balance(&self.svc, user).await?;
         Ok(Json(Balance {
@@ -146,11 +151,11 @@ impl PointsApi {
         auth: QueueAuth,
         /// A unique key per charge (a UUID is ideal): retrying with it never charges twice.
         #[oai(name = "Idempotency-Key")]
-        idempotency_key: Header<String>,
+        idempotency_key: Header<Text<IdempotencyKeyText>>,
         body: Json<ChargeRequest>,
-    ) -> ApiResult<ChargeResponse> {
-        let key = IdempotencyKey::parse(&idempotency_key)?;
-        let amount = ChargeAmount::parse(body.amount)?;
+    ) -> Answer<ChargeResponse, ChargePointsFailures> {
+        let key = IdempotencyKey::parse(&idempotency_key.0.0)?;
+        let amount = ChargeAmount::parse(body.amount.0)?;
         let (receipt, replayed) =
             points::charge(&self.svc, &auth.0.grant.user_id, amount, &key, infra::now()).await?;
         let charge = Charge {
@@ -174,34 +179,30 @@ impl PointsApi {
         /// Entries per page, 1-100.
         #[oai(
             default = "default_limit",
-            validator(minimum(value = "0"), maximum(value = "4294967295"))
+            validator(minimum(value = "1"), maximum(value = "100"))
         )]
         limit: Query<u32>,
         /// Only entries older than this id (from `nextBefore`).
         #[oai(validator(minimum(value = "1"), maximum(value = "9007199254740991")))]
         before: Query<Option<u64>>,
-    ) -> ApiResult<Json<LedgerPage>> {
-        let limit = limit.0.clamp(1, MAX_PAGE);
+    ) -> Answer<Json<LedgerPage>, GetPointsHistoryFailures> {
+        let limit = limit.0;
         let rows = points::history(&self.svc, &auth.0.grant.user_id, before.0, limit).await?;
         let next_before = (rows.len() == limit as usize)
             .then(|| rows.last().map(|r| r.id))
             .flatten();
         let entries = rows
             .into_iter()
-            .map(|r| {
-                let kind = wallets::LedgerKind::parse(&r.kind)
-                    .ok_or_else(|| anyhow::anyhow!("stored ledger kind {:?}", r.kind))?;
-                Ok(LedgerEntry {
-                    id: r.id,
-                    kind: kind.into(),
-                    amount: r.amount,
-                    balance_after: r.balance_after,
-                    reservation_id: r.reservation_id,
-                    order_id: r.order_id,
-                    created_at: r.created_at.and_utc(),
-                })
+            .map(|r| LedgerEntry {
+                id: r.id,
+                kind: r.kind.into(),
+                amount: r.amount,
+                balance_after: r.balance_after,
+                reservation_id: r.reservation_id,
+                order_id: r.order_id,
+                created_at: r.created_at,
             })
-            .collect::<anyhow::Result<_>>()?;
+            .collect();
         Ok(Json(LedgerPage {
             entries,
             next_before,

@@ -9,8 +9,8 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use super::sale::PublicSaleState;
 use super::{Tag, absent_or_value};
 use crate::auth::QueueAuth;
-use crate::error::ApiResult;
-use crate::text::Text;
+use crate::error::{Answer, ApiResult, JSON_BODY, QUEUE_TOKEN, failures};
+use crate::text::{Text, UserIdText};
 
 #[derive(Debug)]
 pub struct QueueApi {
@@ -33,7 +33,7 @@ pub struct JoinRequest {
     /// With `idToken`: optional, and must equal its `sub`. In development mode
     /// (`BOXOFFICE_IDENTITY_MODE=development`, demos only): the user, trusted as
     /// sent; 1-64 letters, digits, `-`, `_`, `.` or `@`.
-    pub user_id: MaybeUndefined<Text>,
+    pub user_id: MaybeUndefined<Text<UserIdText>>,
 }
 
 impl poem_openapi::types::Example for JoinRequest {
@@ -158,6 +158,14 @@ pub enum LeaveResponse {
     Left,
 }
 
+failures!(JoinQueueFailures: JSON_BODY;
+    MissingIdentity, InvalidIdentity, IdentityExpired, IdentityMismatch, InvalidUserId,
+    ConcertNotFound, SaleClosed, SoldOut, RateLimited);
+failures!(
+    /// Reading or ending one's own queue token.
+    QueueTokenFailures: QUEUE_TOKEN
+);
+
 #[OpenApi(prefix_path = "/v1/queue", tag = "Tag::Queue")]
 impl QueueApi {
     /// Join a concert's waiting room
@@ -167,7 +175,7 @@ impl QueueApi {
     /// and concert. Idempotent per (fan, concert): joining again returns the same
     /// token and place while it is live.
     #[oai(path = "/tokens", method = "post", operation_id = "joinQueue")]
-    async fn join(&self, body: Json<JoinRequest>) -> ApiResult<JoinResponse> {
+    async fn join(&self, body: Json<JoinRequest>) -> Answer<JoinResponse, JoinQueueFailures> {
         let credentials = Credentials {
             id_token: absent_or_value(&body.id_token, "idToken")?.map(|t| t.0.as_str()),
             user_id: absent_or_value(&body.user_id, "userId")?.map(|t| t.0.as_str()),
@@ -207,7 +215,7 @@ impl QueueApi {
         method = "get",
         operation_id = "getQueueStatus"
     )]
-    async fn status(&self, auth: QueueAuth) -> ApiResult<Json<QueueStatus>> {
+    async fn status(&self, auth: QueueAuth) -> Answer<Json<QueueStatus>, QueueTokenFailures> {
         let grant = &auth.0.grant;
         let sale = infra::service::sale::current(&self.svc, grant.concert_id).await?;
         Ok(Json(QueueStatus {
@@ -234,7 +242,7 @@ impl QueueApi {
         method = "delete",
         operation_id = "leaveQueue"
     )]
-    async fn leave(&self, auth: QueueAuth) -> ApiResult<LeaveResponse> {
+    async fn leave(&self, auth: QueueAuth) -> Answer<LeaveResponse, QueueTokenFailures> {
         infra::service::queue::end(&self.svc, &auth.0.token, &auth.0.grant).await?;
         Ok(LeaveResponse::Left)
     }

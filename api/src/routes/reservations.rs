@@ -8,7 +8,8 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use super::Tag;
 use crate::auth::QueueAuth;
-use crate::error::ApiResult;
+use crate::error::{ACTIVE_TOKEN, Answer, JSON_BODY, PARAMETERS, QUEUE_TOKEN, failures};
+use crate::text::{Int, SeatNumber};
 
 #[derive(Debug)]
 pub struct ReservationsApi {
@@ -21,14 +22,14 @@ pub struct HoldRequest {
     #[oai(validator(minimum(value = "1"), maximum(value = "9007199254740991")))]
     pub schedule_id: u64,
     /// The seat to hold, from 1 to the schedule's seat count.
-    pub seat_no: i64,
+    pub seat_no: SeatNumber,
 }
 
 impl poem_openapi::types::Example for HoldRequest {
     fn example() -> Self {
         Self {
             schedule_id: 1,
-            seat_no: 7,
+            seat_no: Int(7),
         }
     }
 }
@@ -121,6 +122,11 @@ pub enum HoldResponse {
     Created(Json<ReservationBody>),
 }
 
+failures!(HoldSeatFailures: JSON_BODY, QUEUE_TOKEN, ACTIVE_TOKEN;
+    InvalidSeatNumber, ScheduleNotFound, SeatNotFound, SeatTaken, ShowCancelled, SeatLimit);
+failures!(GetReservationFailures: PARAMETERS, QUEUE_TOKEN; ReservationNotFound);
+failures!(ReleaseReservationFailures: PARAMETERS, QUEUE_TOKEN; ReservationNotFound, AlreadyPaid);
+
 #[OpenApi(prefix_path = "/v1/reservations", tag = "Tag::Reservations")]
 impl ReservationsApi {
     /// Hold a seat
@@ -130,8 +136,12 @@ impl ReservationsApi {
     /// `409 SEAT_TAKEN` when someone else holds or bought it: an expected answer
     /// in a rush, not a failure.
     #[oai(path = "/", method = "post", operation_id = "holdSeat")]
-    async fn hold(&self, auth: QueueAuth, body: Json<HoldRequest>) -> ApiResult<HoldResponse> {
-        let seat = SeatNo::parse(body.seat_no)?;
+    async fn hold(
+        &self,
+        auth: QueueAuth,
+        body: Json<HoldRequest>,
+    ) -> Answer<HoldResponse, HoldSeatFailures> {
+        let seat = SeatNo::parse(body.seat_no.0)?;
         let schedule = ScheduleId(body.schedule_id);
         let r = reservations::hold(&self.svc, &auth.0.grant, schedule, seat, infra::now()).await?;
         Ok(HoldResponse::Created(Json(r.into())))
@@ -151,7 +161,7 @@ impl ReservationsApi {
             validator(minimum(value = "1"), maximum(value = "9007199254740991"))
         )]
         reservation_id: Path<u64>,
-    ) -> ApiResult<Json<ReservationBody>> {
+    ) -> Answer<Json<ReservationBody>, GetReservationFailures> {
         let r = reservations::get(
             &self.svc,
             &auth.0.grant,
@@ -179,7 +189,7 @@ impl ReservationsApi {
             validator(minimum(value = "1"), maximum(value = "9007199254740991"))
         )]
         reservation_id: Path<u64>,
-    ) -> ApiResult<Json<ReservationBody>> {
+    ) -> Answer<Json<ReservationBody>, ReleaseReservationFailures> {
         let r = reservations::release(
             &self.svc,
             &auth.0.grant,

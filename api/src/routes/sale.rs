@@ -13,7 +13,7 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use super::{Tag, absent_or_value};
 use crate::auth::AdminAuth;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ADMIN_KEY, Answer, ApiError, ApiResult, JSON_BODY, PARAMETERS, failures};
 
 #[derive(Debug)]
 pub struct SaleApi {
@@ -180,6 +180,15 @@ pub enum PublicSaleResponse {
     Ok(Json<PublicSale>),
 }
 
+failures!(GetSaleFailures: PARAMETERS, ADMIN_KEY; ConcertNotFound);
+failures!(ChangeSaleFailures: JSON_BODY, PARAMETERS, ADMIN_KEY;
+    ConcertNotFound, InvalidSaleSettings, SaleStateConflict);
+failures!(
+    /// Pausing, resuming and closing a sale.
+    SaleControlFailures: PARAMETERS, ADMIN_KEY; ConcertNotFound, SaleStateConflict
+);
+failures!(GetPublicSaleFailures: PARAMETERS; ConcertNotFound);
+
 #[OpenApi]
 impl SaleApi {
     /// A sale, as its operator sees it
@@ -200,8 +209,8 @@ impl SaleApi {
             validator(minimum(value = "1"), maximum(value = "9007199254740991"))
         )]
         concert_id: Path<u64>,
-    ) -> ApiResult<SaleResponse> {
-        self.answer(ConcertId(concert_id.0)).await
+    ) -> Answer<SaleResponse, GetSaleFailures> {
+        Ok(self.answer(ConcertId(concert_id.0)).await?)
     }
 
     /// Change a sale's settings
@@ -223,7 +232,7 @@ impl SaleApi {
         )]
         concert_id: Path<u64>,
         body: Json<SaleSettingsInput>,
-    ) -> ApiResult<SaleResponse> {
+    ) -> Answer<SaleResponse, ChangeSaleFailures> {
         sale::change(
             &self.svc,
             ConcertId(concert_id.0),
@@ -231,7 +240,7 @@ impl SaleApi {
             infra::now(),
         )
         .await?;
-        self.answer(ConcertId(concert_id.0)).await
+        Ok(self.answer(ConcertId(concert_id.0)).await?)
     }
 
     /// Pause admission
@@ -252,9 +261,10 @@ impl SaleApi {
             validator(minimum(value = "1"), maximum(value = "9007199254740991"))
         )]
         concert_id: Path<u64>,
-    ) -> ApiResult<SaleResponse> {
-        self.control(ConcertId(concert_id.0), SaleAction::Pause)
-            .await
+    ) -> Answer<SaleResponse, SaleControlFailures> {
+        Ok(self
+            .control(ConcertId(concert_id.0), SaleAction::Pause)
+            .await?)
     }
 
     /// Resume admission
@@ -274,9 +284,10 @@ impl SaleApi {
             validator(minimum(value = "1"), maximum(value = "9007199254740991"))
         )]
         concert_id: Path<u64>,
-    ) -> ApiResult<SaleResponse> {
-        self.control(ConcertId(concert_id.0), SaleAction::Resume)
-            .await
+    ) -> Answer<SaleResponse, SaleControlFailures> {
+        Ok(self
+            .control(ConcertId(concert_id.0), SaleAction::Resume)
+            .await?)
     }
 
     /// Close the line
@@ -297,9 +308,10 @@ impl SaleApi {
             validator(minimum(value = "1"), maximum(value = "9007199254740991"))
         )]
         concert_id: Path<u64>,
-    ) -> ApiResult<SaleResponse> {
-        self.control(ConcertId(concert_id.0), SaleAction::Close)
-            .await
+    ) -> Answer<SaleResponse, SaleControlFailures> {
+        Ok(self
+            .control(ConcertId(concert_id.0), SaleAction::Close)
+            .await?)
     }
 
     /// A sale's public status
@@ -319,7 +331,7 @@ impl SaleApi {
             validator(minimum(value = "1"), maximum(value = "9007199254740991"))
         )]
         concert_id: Path<u64>,
-    ) -> ApiResult<PublicSaleResponse> {
+    ) -> Answer<PublicSaleResponse, GetPublicSaleFailures> {
         let concert = ConcertId(concert_id.0);
         let report = sale::public(&self.svc, concert).await?;
         let view = report.sale.fan_view(infra::now());

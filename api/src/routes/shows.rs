@@ -10,7 +10,8 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::Tag;
 use super::concerts::GradeAvailability;
 use crate::auth::AdminAuth;
-use crate::error::ApiResult;
+use crate::error::{ADMIN_KEY, Answer, JSON_BODY, PARAMETERS, failures};
+use crate::text::{GradePrice, GradeText, Text};
 
 #[derive(Debug)]
 pub struct ShowsApi {
@@ -22,7 +23,7 @@ pub struct ShowsApi {
 pub struct GradePriceChange {
     /// Points per seat for holds from now on (1-10000000); holds made before keep
     /// their price.
-    pub price: i64,
+    pub price: GradePrice,
 }
 
 /// Where a show's cancellation stands.
@@ -55,6 +56,13 @@ pub enum CancelShowResponse {
     Accepted(Json<ShowCancellation>),
 }
 
+failures!(ChangeGradePriceFailures: JSON_BODY, PARAMETERS, ADMIN_KEY;
+    InvalidGrade, InvalidGrades, ScheduleNotFound, GradeNotFound);
+failures!(
+    /// Cancelling a show, and reading how far that has come.
+    ShowFailures: PARAMETERS, ADMIN_KEY; ScheduleNotFound
+);
+
 #[OpenApi(prefix_path = "/v1/admin/schedules", tag = "Tag::Admin")]
 impl ShowsApi {
     /// Change a grade's price
@@ -73,11 +81,11 @@ impl ShowsApi {
             validator(minimum(value = "1"), maximum(value = "9007199254740991"))
         )]
         schedule_id: Path<u64>,
-        grade: Path<String>,
+        grade: Path<Text<GradeText>>,
         body: Json<GradePriceChange>,
-    ) -> ApiResult<Json<GradeAvailability>> {
-        let grade = GradeName::parse(&grade)?;
-        let price = u64::try_from(body.price)
+    ) -> Answer<Json<GradeAvailability>, ChangeGradePriceFailures> {
+        let grade = GradeName::parse(&grade.0.0)?;
+        let price = u64::try_from(body.price.0)
             .ok()
             .filter(|p| (1..=Points::MAX_PRICE.0).contains(p))
             .ok_or(ValidationError::Grades("a grade costs 1-10000000 points"))?;
@@ -110,7 +118,7 @@ impl ShowsApi {
             validator(minimum(value = "1"), maximum(value = "9007199254740991"))
         )]
         schedule_id: Path<u64>,
-    ) -> ApiResult<CancelShowResponse> {
+    ) -> Answer<CancelShowResponse, ShowFailures> {
         let progress = shows::cancel(&self.svc, ScheduleId(schedule_id.0), infra::now()).await?;
         Ok(CancelShowResponse::Accepted(Json(progress.into())))
     }
@@ -129,7 +137,7 @@ impl ShowsApi {
             validator(minimum(value = "1"), maximum(value = "9007199254740991"))
         )]
         schedule_id: Path<u64>,
-    ) -> ApiResult<Json<ShowCancellation>> {
+    ) -> Answer<Json<ShowCancellation>, ShowFailures> {
         let progress = shows::progress(&self.svc, ScheduleId(schedule_id.0)).await?;
         Ok(Json(progress.into()))
     }

@@ -29,15 +29,27 @@ fn the_server_url_is_relative() {
     assert_eq!(spec["servers"], serde_json::json!([{"url": "/"}]));
 }
 
+fn spec() -> serde_json::Value {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let svc =
+        infra::Services::new(infra::Settings::default(), infra::metrics::Metrics::new()).unwrap();
+    serde_json::from_str(&boxoffice::api_service(&svc).spec()).unwrap()
+}
+
+/// The statuses an operation's spec lists, in order.
+fn statuses(spec: &serde_json::Value, path: &str, method: &str) -> Vec<String> {
+    spec["paths"][path][method]["responses"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no {method} {path}"))
+        .keys()
+        .cloned()
+        .collect()
+}
+
 #[test]
 fn every_operation_is_documented_and_lists_its_errors() {
-    let spec: serde_json::Value = {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let _guard = rt.enter();
-        let svc = infra::Services::new(infra::Settings::default(), infra::metrics::Metrics::new())
-            .unwrap();
-        serde_json::from_str(&boxoffice::api_service(&svc).spec()).unwrap()
-    };
+    let spec = spec();
     let mut ids = std::collections::HashSet::new();
     for (path, item) in spec["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
@@ -50,17 +62,73 @@ fn every_operation_is_documented_and_lists_its_errors() {
                 op["tags"].as_array().is_some_and(|t| !t.is_empty()),
                 "{id} has no tag"
             );
-            let responses = op["responses"].as_object().unwrap();
-            if !path.starts_with("/health") {
-                for status in ["400", "500", "503"] {
-                    let problem = &responses[status]["content"]["application/problem+json"];
-                    assert!(
-                        problem.is_object(),
-                        "{id} does not document {status} as problem+json"
-                    );
+            if path.starts_with("/health") {
+                continue;
+            }
+            for (status, response) in op["responses"].as_object().unwrap() {
+                if status.starts_with('2') {
+                    continue;
                 }
+                let problem = &response["content"]["application/problem+json"];
+                assert!(
+                    problem.is_object(),
+                    "{id} does not document {status} as problem+json"
+                );
+                let description = response["description"].as_str().unwrap_or_default();
+                assert!(
+                    description.contains('`'),
+                    "{id}'s {status} names no error code: {description:?}"
+                );
             }
         }
     }
     assert!(ids.len() >= 16);
+}
+
+/// Each operation lists only what it can answer: a catalogue read cannot conflict
+/// or be refused, and a hold lists what a rush gives it.
+#[test]
+fn each_operation_lists_only_its_own_answers() {
+    let spec = spec();
+    assert_eq!(
+        statuses(&spec, "/v1/concerts", "get"),
+        ["200", "500", "503"]
+    );
+    assert_eq!(
+        statuses(&spec, "/v1/concerts/{concertId}/schedules", "get"),
+        ["200", "400", "404", "500", "503"]
+    );
+    let hold = &spec["paths"]["/v1/orders"]["post"]["responses"];
+    let conflict = hold["409"]["description"].as_str().unwrap();
+    for code in [
+        "SEAT_TAKEN",
+        "NOT_ENOUGH_SEATS",
+        "SHOW_CANCELLED",
+        "SEAT_LIMIT",
+    ] {
+        assert!(conflict.contains(&format!("`{code}`")), "{conflict}");
+    }
+    assert!(!conflict.contains("ALREADY_PAID"), "{conflict}");
+    let pay = &spec["paths"]["/v1/payments"]["post"]["responses"];
+    assert!(
+        pay["409"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("`ALREADY_PAID`")
+    );
+    // Only the join is rate limited, and only it says when to come back.
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let limited = op["responses"].get("429").is_some();
+            assert_eq!(
+                limited,
+                op["operationId"] == "joinQueue",
+                "{method} {path}: 429 listed: {limited}"
+            );
+        }
+    }
+    assert!(
+        spec["paths"]["/v1/queue/tokens"]["post"]["responses"]["429"]["headers"]["Retry-After"]
+            .is_object()
+    );
 }

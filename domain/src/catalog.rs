@@ -79,7 +79,7 @@ impl NewConcert {
     pub const MAX_SCHEDULES: usize = 100;
     /// Seats over all schedules, so one request cannot write millions of rows.
     pub const MAX_TOTAL_SEATS: usize = 500_000;
-    const MAX_TEXT: usize = 200;
+    pub const MAX_TEXT: usize = 200;
 
     pub fn new(
         title: &str,
@@ -119,8 +119,9 @@ impl NewConcert {
 }
 
 fn text(raw: &str, complaint: &'static str) -> Result<String, ValidationError> {
+    // The length counts what was sent, blanks included, as the spec's maxLength does.
     let trimmed = raw.trim();
-    if trimmed.is_empty() || trimmed.chars().count() > NewConcert::MAX_TEXT {
+    if trimmed.is_empty() || raw.chars().count() > NewConcert::MAX_TEXT {
         Err(ValidationError::Concert(complaint))
     } else {
         Ok(trimmed.to_owned())

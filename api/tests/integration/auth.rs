@@ -1,5 +1,3 @@
-use std::time::Duration;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -126,7 +124,7 @@ async fn an_expired_or_left_token_cannot_book_but_still_reads_its_own_data() {
     let (concert, schedules) = app.create_concert(&[2], 100).await;
     let token = app.token(concert, "ann").await;
     app.charge(&token, 500, "c1").await;
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    app.until_state(&token, "EXPIRED").await;
     assert_problem(
         app.hold(&token, schedules[0], 1).await,
         StatusCode::UNAUTHORIZED,

@@ -3,8 +3,9 @@
 
 use std::net::SocketAddr;
 
-use diesel_async::{AsyncConnection as _, AsyncMysqlConnection, RunQueryDsl as _};
 use infra::config::IdentityMode;
+use infra::testing::diesel;
+use infra::testing::diesel_async::{AsyncConnection as _, AsyncMysqlConnection, RunQueryDsl as _};
 use infra::{Services, Settings};
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -147,6 +148,18 @@ impl TestApp {
             .await
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
         rows[0].n
+    }
+
+    /// How many sessions on this test's database (the asking one aside) are running a
+    /// statement `LIKE pattern` now: while the test holds the rows it locks, the ones
+    /// waiting for them. (Not `INNODB_TRX`: InnoDB refreshes that snapshot only once
+    /// nobody has read it for 100 ms, so a poll keeps reading its first one.)
+    pub async fn statements_like(&self, pattern: &str) -> i64 {
+        self.scalar(&format!(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+             WHERE DB = DATABASE() AND ID <> CONNECTION_ID() AND INFO LIKE '{pattern}'"
+        ))
+        .await
     }
 
     pub async fn execute(&self, sql: &str) {

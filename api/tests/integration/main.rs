@@ -17,8 +17,12 @@ mod issuer;
 mod own_redis;
 mod processes;
 
+mod asyncapi;
 mod auth;
 mod bad_input;
+mod cache_keys;
+mod clock_skew;
+mod contract;
 mod deploy_files;
 mod events;
 mod identity;

@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::broker::Broker;
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, until};
 
 const USERS: usize = 60;
 const SEATS: u32 = 20;
@@ -198,16 +198,13 @@ async fn a_rush_across_three_instances_keeps_every_rule() {
     );
 
     // One relay among the three published every event once.
-    for _ in 0..300 {
-        if first
+    until("the outbox drains", Duration::from_secs(30), async || {
+        first
             .scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
             .await
             == 0
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let committed = first.scalar("SELECT COUNT(*) FROM outbox").await;
     let events = broker
         .read_until(&topic, |events| events.len() as i64 >= committed)

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use diesel_async::{AsyncConnection as _, AsyncMysqlConnection};
 use futures::future::join_all;
+use infra::testing::diesel;
+use infra::testing::diesel_async::{self, AsyncConnection as _, AsyncMysqlConnection};
 use reqwest::StatusCode;
 use secrecy::ExposeSecret as _;
 use tokio::net::{TcpListener, TcpStream};

@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
+use infra::testing::redis;
 use reqwest::StatusCode;
 
 use crate::broker::free_port;
-use crate::helpers::{TestApp, assert_problem};
+use crate::helpers::{TestApp, assert_problem, until};
 use crate::own_redis::OwnRedis;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,7 +187,23 @@ async fn after_a_redis_restart_waiters_keep_their_places_and_sockets_hear_again(
         assert_eq!(standing["position"], u64::try_from(place).unwrap() + 1);
     }
     // The instance subscribed again: an admission reaches the socket still open.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let channel = app.svc.keys.queue_events();
+    until(
+        "the instance subscribes to the waiting-room events again",
+        Duration::from_secs(15),
+        async || {
+            let Ok(mut redis) = app.svc.redis.get().await else {
+                return false;
+            };
+            let subscribers: redis::RedisResult<(String, u64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut *redis)
+                .await;
+            subscribers.is_ok_and(|(_, n)| n >= 1)
+        },
+    )
+    .await;
     infra::service::queue::tick_all(&app.svc).await.unwrap();
     let mut heard = None;
     while let Ok(Some(Ok(frame))) =

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
+use infra::testing::redis;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;

@@ -2,10 +2,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::future::join_all;
+use infra::testing::redis;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, assert_problem};
+use crate::helpers::{TestApp, assert_problem, until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_holds_on_fifty_seats_sell_each_seat_once() {
@@ -279,9 +280,24 @@ async fn a_lapsed_hold_is_reused_at_once_even_before_the_worker_runs() {
         "SEAT_TAKEN",
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(2_200)).await;
-
-    let bob_hold = app.held(&bob, schedules[0], 1).await;
+    // Bob is refused until ann's hold lapses (2 s), then gets the seat: the worker is
+    // off, so only the hold itself can have reused it.
+    let mut bob_hold = None;
+    until(
+        "bob holds the seat once ann's hold lapsed",
+        Duration::from_secs(10),
+        async || {
+            let res = app.hold(&bob, schedules[0], 1).await;
+            if res.status() == StatusCode::CREATED {
+                bob_hold = res.json::<Value>().await.unwrap()["id"].as_u64();
+                return true;
+            }
+            assert_problem(res, StatusCode::CONFLICT, "SEAT_TAKEN").await;
+            false
+        },
+    )
+    .await;
+    let bob_hold = bob_hold.expect("the new hold's id");
     assert_ne!(ann_hold, bob_hold);
     let ann_view: Value = app
         .get(&format!("/v1/reservations/{ann_hold}"), Some(&ann))

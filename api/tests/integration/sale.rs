@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt as _;
 use futures::future::join_all;
+use infra::testing::redis;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -72,7 +73,7 @@ async fn join_many(apps: &[&TestApp], concert: u64, users: &[String]) -> Vec<(St
 /// The line of `concert` as Redis holds it: the secrets in place order.
 async fn line(app: &TestApp, concert: u64) -> Vec<String> {
     let prefix = app.svc.keys.prefix().to_owned();
-    let mut redis = infra::redis::conn(&app.svc.redis).await.unwrap();
+    let mut redis = infra::testing::conn(&app.svc.redis).await.unwrap();
     redis::cmd("ZRANGE")
         .arg(format!("{prefix}:q:{{{concert}}}:waiting"))
         .arg(0)
@@ -145,7 +146,7 @@ async fn open_a_sale(a: &TestApp, b: &TestApp, fans: &[String]) -> Vec<usize> {
     );
     // The one admitted (capacity 1) stood first; the line holds everyone else.
     let prefix = a.svc.keys.prefix().to_owned();
-    let mut redis = infra::redis::conn(&a.svc.redis).await.unwrap();
+    let mut redis = infra::testing::conn(&a.svc.redis).await.unwrap();
     let active: Vec<String> = redis::cmd("ZRANGE")
         .arg(format!("{prefix}:q:{{{concert}}}:active"))
         .arg(0)
@@ -267,7 +268,7 @@ impl TruncMicros for DateTime<Utc> {
 /// Admissions so far (the ACTIVE set; nobody's turn ends during these tests).
 async fn admitted(app: &TestApp, concert: u64) -> Vec<String> {
     let prefix = app.svc.keys.prefix().to_owned();
-    let mut redis = infra::redis::conn(&app.svc.redis).await.unwrap();
+    let mut redis = infra::testing::conn(&app.svc.redis).await.unwrap();
     redis::cmd("ZRANGE")
         .arg(format!("{prefix}:q:{{{concert}}}:admits"))
         .arg(0)
@@ -279,7 +280,7 @@ async fn admitted(app: &TestApp, concert: u64) -> Vec<String> {
 
 /// Redis's clock (ms): the admission ticks' clock.
 async fn redis_ms(app: &TestApp) -> i64 {
-    let mut redis = infra::redis::conn(&app.svc.redis).await.unwrap();
+    let mut redis = infra::testing::conn(&app.svc.redis).await.unwrap();
     let (seconds, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut redis).await.unwrap();
     seconds * 1_000 + micros / 1_000
 }
@@ -288,7 +289,7 @@ async fn redis_ms(app: &TestApp) -> i64 {
 /// admission record the ticks keep: exact however late this test looks.
 async fn admitted_between(app: &TestApp, concert: u64, after: i64, until: i64) -> u64 {
     let prefix = app.svc.keys.prefix().to_owned();
-    let mut redis = infra::redis::conn(&app.svc.redis).await.unwrap();
+    let mut redis = infra::testing::conn(&app.svc.redis).await.unwrap();
     redis::cmd("ZCOUNT")
         .arg(format!("{prefix}:q:{{{concert}}}:admits"))
         .arg(format!("({after}"))

@@ -6,9 +6,10 @@
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use diesel_async::RunQueryDsl as _;
 use futures::StreamExt as _;
 use futures::future::join_all;
+use infra::testing::diesel;
+use infra::testing::diesel_async::RunQueryDsl as _;
 use reqwest::StatusCode;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -100,8 +101,12 @@ async fn sigterm_lets_requests_in_flight_finish_and_tells_sockets_to_reconnect()
         tokio::spawn(async move { remote.pay(&token, reservation, &format!("p-{i}")).await })
     });
     let payments: Vec<_> = payments.collect();
-    // Long enough for each payment to reach its wallet and wait there.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    until(
+        "every payment waits on its wallet row",
+        Duration::from_secs(20),
+        async || app.statements_like("%`wallets`%FOR UPDATE").await >= PAYERS as i64,
+    )
+    .await;
     assert_eq!(
         app.scalar("SELECT COUNT(*) FROM payments").await,
         0,

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use futures::{SinkExt as _, StreamExt as _};
+use infra::testing::redis;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
@@ -65,7 +66,7 @@ async fn a_thousand_concurrent_joiners_are_admitted_in_ticket_order() {
     .await;
     assert_eq!(tokens.iter().collect::<HashSet<_>>().len(), 1_000);
     let prefix = app.svc.keys.prefix().to_owned();
-    let mut redis = infra::redis::conn(&app.svc.redis).await.unwrap();
+    let mut redis = infra::testing::conn(&app.svc.redis).await.unwrap();
     let line = format!("{prefix}:q:{{{concert}}}:waiting");
     let mut ticket_of = std::collections::HashMap::new();
     for token in &tokens {
@@ -83,12 +84,12 @@ async fn a_thousand_concurrent_joiners_are_admitted_in_ticket_order() {
     let mut policy = app.svc.settings.admission_policy();
     for capacity in [1, 7, 100, 101, 450, 999, 1_000] {
         policy.capacity = capacity;
-        let tick = infra::redis::queue::tick(
+        let tick = infra::testing::queue::tick(
             &app.svc.redis,
             &app.svc.keys,
             domain::ConcertId(concert),
             &policy,
-            infra::redis::queue::LineMode::Open,
+            infra::testing::queue::LineMode::Open,
         )
         .await
         .unwrap();
@@ -166,15 +167,9 @@ async fn two_instances_ticking_admit_at_most_the_rate_and_nobody_twice() {
         async move { app.waiting_token(concert, &format!("fan-{u}")).await }
     }))
     .await;
-    let started = Instant::now();
     for token in &tokens {
         a.until_state(token, "ACTIVE").await;
     }
-    let took = started.elapsed();
-    assert!(
-        took >= Duration::from_secs(5),
-        "150 at 25/s take at least 5 s, took {took:?}"
-    );
 
     let admits_key = format!("{}:q:{{{concert}}}:admits", a.svc.keys.prefix());
     let mut redis = a.svc.redis.get().await.unwrap();
@@ -190,6 +185,10 @@ async fn two_instances_ticking_admit_at_most_the_rate_and_nobody_twice() {
     assert_eq!(admitted.len(), 150, "everyone admitted once");
     assert_eq!(secrets.len(), 150);
     let times: Vec<i64> = admitted.iter().map(|(_, t)| *t).collect();
+    // Timed by the admissions' own (Redis) times, not by when this test saw them:
+    // admission may begin while the last fans are still joining.
+    let span = times.iter().max().unwrap() - times.iter().min().unwrap();
+    assert!(span > 5_000, "150 at 25/s take over 5 s, took {span} ms");
     for &t in &times {
         let in_window = times.iter().filter(|&&u| u > t - 1_000 && u <= t).count();
         assert!(
@@ -216,20 +215,20 @@ async fn a_socket_on_one_instance_hears_of_an_admission_made_on_another() {
     // A admits one (the first in line): B's waiter moves up.
     let mut policy = a.svc.settings.admission_policy();
     policy.capacity = 1;
-    let tick = infra::redis::queue::tick(
+    let tick = infra::testing::queue::tick(
         &a.svc.redis,
         &a.svc.keys,
         domain::ConcertId(concert),
         &policy,
-        infra::redis::queue::LineMode::Open,
+        infra::testing::queue::LineMode::Open,
     )
     .await
     .unwrap();
     assert_eq!(tick.admitted, [secret(&ahead)]);
-    infra::redis::queue::publish(
+    infra::testing::queue::publish(
         &a.svc.redis,
         &a.svc.keys,
-        &infra::redis::queue::QueueEvent {
+        &infra::testing::queue::QueueEvent {
             concert: domain::ConcertId(concert),
             admitted: tick.admitted,
             active_until: None,
@@ -282,13 +281,20 @@ async fn abandoned_waiters_stop_counting_but_connected_ones_keep_their_place() {
     let mut socket = connect(&app, &connected).await;
     assert_eq!(next_message(&mut socket).await.unwrap()["position"], 3);
 
-    // The poller polls; the connected one only keeps its socket; the other does nothing.
-    let deadline = Instant::now() + Duration::from_millis(2_500);
-    while Instant::now() < deadline {
+    // The poller polls; the connected one only keeps its socket; the other does
+    // nothing, until its grace (1 s) is over and the line moves up for the socket.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let moved = loop {
         assert_eq!(app.standing(&polling).await["position"], 1);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let moved = next_message(&mut socket).await.unwrap();
+        let heard = tokio::time::timeout(Duration::from_millis(200), next_message(&mut socket));
+        if let Ok(moved) = heard.await {
+            break moved.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the line did not move within 10 s"
+        );
+    };
     assert_eq!(
         (moved["type"].as_str(), moved["position"].as_u64()),
         (Some("position"), Some(2))

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use futures::{SinkExt as _, StreamExt as _};
+use infra::testing::redis;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -191,7 +192,7 @@ fn free_port() -> u16 {
 /// persistence looks like to it.
 async fn wipe_redis(app: &TestApp) {
     let pattern = format!("{}:*", app.svc.keys.prefix());
-    let mut redis = infra::redis::conn(&app.svc.redis).await.unwrap();
+    let mut redis = infra::testing::conn(&app.svc.redis).await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(&pattern)
         .query_async(&mut redis)

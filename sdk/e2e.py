@@ -5,7 +5,10 @@
 
 Uses only the generated client (boxoffice_client): every request, response and
 problem body goes through the generated models, so a spec that disagrees with the
-server fails here. Prints PASS/FAIL per step and exits non-zero on any failure.
+server fails here. Each refused call is checked to raise a typed problem through
+that operation's own response map (the statuses its spec lists), and the maps of
+all operations are checked against the spec the app serves. Prints PASS/FAIL per
+step and exits non-zero on any failure.
 Each run creates its own concert and users, so it can be repeated against one app.
 
 With --issuer-dir (an app in BOXOFFICE_IDENTITY_MODE=jwt that trusts the keys
@@ -17,15 +20,22 @@ without it they join with a plain userId (an app in development mode).
 from __future__ import annotations
 
 import argparse
+import ast
+import functools
+import inspect
+import json
+import re
 import subprocess
 import sys
 import time
 import traceback
+import urllib.request
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import boxoffice_client
 from boxoffice_client import (
     AdminApi,
     ApiClient,
@@ -94,12 +104,43 @@ def expect(cond: bool, what: str) -> None:
         raise Failed(what)
 
 
+@functools.cache
+def _response_maps(api_class: type) -> dict[str, dict[str, str | None]]:
+    """Each generated method of `api_class` -> its `_response_types_map`.
+
+    The client parses a response body into the type this map gives for its status,
+    error answers included: `ApiException.data` is a typed Problem only for the
+    statuses the operation's spec lists. The map is a local of each generated method,
+    so it is read from the method's source.
+    """
+    tree = ast.parse(Path(inspect.getsourcefile(api_class)).read_text())
+    (cls,) = (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == api_class.__name__)
+    maps = {}
+    for fn in cls.body:
+        for node in ast.walk(fn):
+            if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "_response_types_map":
+                maps[fn.name] = ast.literal_eval(node.value)
+    return maps
+
+
+def responses_of(op: Callable[..., Any]) -> dict[str, str | None]:
+    """The status -> type map of a generated operation, given as a bound method."""
+    return _response_maps(type(op.__self__))[op.__name__]
+
+
 def expect_problem(
-    call: Callable[[], Any], exc: type[ApiException], status: int, code: ErrorCode
+    op: Callable[..., Any], *args: Any, raises: tuple[type[ApiException], int, ErrorCode], **kwargs: Any
 ) -> Problem:
-    """`call` must raise the typed `exc` with `status` and a parsed Problem with `code`."""
+    """Calling the generated operation `op` must raise the typed exception with the
+    status and a Problem with the code of `raises`, typed through `op`'s own map."""
+    exc, status, code = raises
+    declared = responses_of(op)
+    expect(
+        declared.get(str(status)) == "Problem",
+        f"{op.__name__} does not list {status} as a Problem (its map: {declared})",
+    )
     try:
-        got = call()
+        got = op(*args, _request_timeout=TIMEOUT, **kwargs)
     except exc as e:
         expect(e.status == status, f"expected HTTP {status}, got {e.status}")
         expect(isinstance(e.data, Problem), f"problem body not parsed into Problem: {e.body!r}")
@@ -165,6 +206,46 @@ class Run:
         expect(ready.status.value == "up", f"ready: {ready}")
         return f"live up, ready up (relay {ready.relay.value})"
 
+    def operation_maps(self) -> str:
+        """Each generated operation maps the statuses the app's own spec lists for it, no more."""
+        generated: dict[str, dict[str, str | None]] = {}
+        for name in boxoffice_client.__all__:
+            api = getattr(boxoffice_client, name)
+            if isinstance(api, type) and api.__module__.startswith("boxoffice_client.api."):
+                generated.update(_response_maps(api))
+
+        def statuses(name: str) -> str:
+            return ", ".join(sorted(generated[name]))
+
+        # The issue's facts: listing concerts answers no 4xx; holding and paying take a
+        # body (413) and answer 409 and 422.
+        expect(statuses("list_concerts") == "200, 500, 503", f"list_concerts maps {statuses('list_concerts')}")
+        for name in ("hold_seat", "hold_order", "pay_reservation"):
+            expect({"409", "413", "422"} <= set(generated[name]), f"{name} maps {statuses(name)}")
+
+        with urllib.request.urlopen(f"{self.app}/openapi.json", timeout=TIMEOUT) as served:
+            spec = json.load(served)
+        wrong, checked = [], 0
+        for path, item in spec["paths"].items():
+            for method, op in item.items():
+                name = re.sub(r"(?<!^)(?=[A-Z])", "_", op["operationId"]).lower()
+                checked += 1
+                if name not in generated:
+                    wrong.append(f"{method.upper()} {path}: no {name} in the client")
+                    continue
+                listed = {
+                    status: "Problem" if "application/problem+json" in answer.get("content", {}) else "other"
+                    for status, answer in op["responses"].items()
+                }
+                mapped = {status: "Problem" if t == "Problem" else "other" for status, t in generated[name].items()}
+                if mapped != listed:
+                    wrong.append(f"{name}: the client maps {sorted(mapped)}, the spec lists {sorted(listed)}")
+        expect(not wrong, f"{len(wrong)} of {checked} operations differ: " + "; ".join(wrong[:3]))
+        return (
+            f"{checked} operations map what the served spec lists; list_concerts: {statuses('list_concerts')}; "
+            "hold_seat, hold_order, pay_reservation: 409, 413 and 422 among theirs"
+        )
+
     def create_concert(self) -> str:
         admin = AdminApi(client(self.app, admin_key=self.admin_key))
         created = admin.create_concert(
@@ -190,10 +271,7 @@ class Run:
     def admin_key_required(self) -> str:
         wrong = AdminApi(client(self.app, admin_key="not-the-key"))
         create = CreateConcert(title="x", artist="x", schedules=[])
-        expect_problem(
-            lambda: wrong.create_concert(create, _request_timeout=TIMEOUT),
-            UnauthorizedException, 401, ErrorCode.INVALID_API_KEY,
-        )
+        expect_problem(wrong.create_concert, create, raises=(UnauthorizedException, 401, ErrorCode.INVALID_API_KEY))
         return "wrong X-Api-Key -> 401 INVALID_API_KEY"
 
     def join_request(self, user_id: str, concert_id: int | None = None) -> JoinRequest:
@@ -237,9 +315,7 @@ class Run:
         ]
         seen = []
         for request, exc, status, code in cases:
-            p = expect_problem(
-                lambda r=request: anon.join_queue(r, _request_timeout=TIMEOUT), exc, status, ErrorCode(code)
-            )
+            p = expect_problem(anon.join_queue, request, raises=(exc, status, ErrorCode(code)))
             seen.append(f"{status} {p.code.value}")
         return ", ".join(seen)
 
@@ -290,12 +366,11 @@ class Run:
 
     def seat_taken(self) -> str:
         p = expect_problem(
-            lambda: ReservationsApi(self.bob).hold_seat(
-                HoldRequest(schedule_id=self.schedule_id, seat_no=SEAT), _request_timeout=TIMEOUT
-            ),
-            ConflictException, 409, ErrorCode.SEAT_TAKEN,
+            ReservationsApi(self.bob).hold_seat,
+            HoldRequest(schedule_id=self.schedule_id, seat_no=SEAT),
+            raises=(ConflictException, 409, ErrorCode.SEAT_TAKEN),
         )
-        return f"409 {p.code.value}: {p.detail}"
+        return f"409 {p.code.value}, a Problem by hold_seat's own map: {p.detail}"
 
     def charge(self) -> str:
         points = PointsApi(self.ann)
@@ -329,12 +404,12 @@ class Run:
 
     def already_paid(self) -> str:
         p = expect_problem(
-            lambda: PaymentsApi(self.ann).pay_reservation(
-                str(uuid.uuid4()), PayRequest(reservation_id=self.reservation.id), _request_timeout=TIMEOUT
-            ),
-            ConflictException, 409, ErrorCode.ALREADY_PAID,
+            PaymentsApi(self.ann).pay_reservation,
+            str(uuid.uuid4()),
+            PayRequest(reservation_id=self.reservation.id),
+            raises=(ConflictException, 409, ErrorCode.ALREADY_PAID),
         )
-        return f"409 {p.code.value}: {p.detail}"
+        return f"409 {p.code.value}, a Problem by pay_reservation's own map: {p.detail}"
 
     def balance_after(self) -> str:
         points = PointsApi(self.ann)
@@ -356,16 +431,16 @@ class Run:
         # answer is what is checked even if the spec gains a `minimum`.
         negative = ChargeRequest.model_construct(amount=-5)
         p1 = expect_problem(
-            lambda: PointsApi(self.bob).charge_points(str(uuid.uuid4()), negative, _request_timeout=TIMEOUT),
-            UnprocessableEntityException, 422, ErrorCode.INVALID_AMOUNT,
+            PointsApi(self.bob).charge_points, str(uuid.uuid4()), negative,
+            raises=(UnprocessableEntityException, 422, ErrorCode.INVALID_AMOUNT),
         )
         p2 = expect_problem(
-            lambda: QueueApi(client(self.app, token="not-a-real-token")).get_queue_status(_request_timeout=TIMEOUT),
-            UnauthorizedException, 401, ErrorCode.INVALID_TOKEN,
+            QueueApi(client(self.app, token="not-a-real-token")).get_queue_status,
+            raises=(UnauthorizedException, 401, ErrorCode.INVALID_TOKEN),
         )
         p3 = expect_problem(
-            lambda: ReservationsApi(self.bob).get_reservation(self.reservation.id, _request_timeout=TIMEOUT),
-            ApiException, 404, ErrorCode.RESERVATION_NOT_FOUND,
+            ReservationsApi(self.bob).get_reservation, self.reservation.id,
+            raises=(NotFoundException, 404, ErrorCode.RESERVATION_NOT_FOUND),
         )
         return f"422 {p1.code.value}, 401 {p2.code.value}, someone else's hold 404 {p3.code.value}"
 
@@ -373,10 +448,9 @@ class Run:
         queue = QueueApi(self.bob)
         queue.leave_queue(_request_timeout=TIMEOUT)
         p = expect_problem(
-            lambda: ReservationsApi(self.bob).hold_seat(
-                HoldRequest(schedule_id=self.schedule_id, seat_no=1), _request_timeout=TIMEOUT
-            ),
-            UnauthorizedException, 401, ErrorCode.TOKEN_EXPIRED,
+            ReservationsApi(self.bob).hold_seat,
+            HoldRequest(schedule_id=self.schedule_id, seat_no=1),
+            raises=(UnauthorizedException, 401, ErrorCode.TOKEN_EXPIRED),
         )
         return f"bob left; holding after that -> 401 {p.code.value}"
 
@@ -454,10 +528,9 @@ class Run:
     def order_overlap(self) -> str:
         orders = OrdersApi(self.fans["dan"])
         p = expect_problem(
-            lambda: orders.hold_order(
-                OrderRequest(schedule_id=self.graded_schedule, seats=[3, 4]), _request_timeout=TIMEOUT
-            ),
-            ConflictException, 409, ErrorCode.SEAT_TAKEN,
+            orders.hold_order,
+            OrderRequest(schedule_id=self.graded_schedule, seats=[3, 4]),
+            raises=(ConflictException, 409, ErrorCode.SEAT_TAKEN),
         )
         expect("3" in (p.detail or ""), f"detail does not name the taken seat: {p.detail!r}")
         seat = ConcertsApi(self.fans["dan"]).get_seat_map(self.graded_schedule, _request_timeout=TIMEOUT).seats[3]
@@ -516,8 +589,8 @@ class Run:
         seats = ConcertsApi(self.fans["cat"]).get_seat_map(self.graded_schedule, _request_timeout=TIMEOUT).seats
         expect(seats[0].status == seats[2].status == SeatStatus.SOLD, f"seats 1, 3: {seats[0]}, {seats[2]}")
         p = expect_problem(
-            lambda: OrdersApi(self.fans["dan"]).get_order(self.cat_order.id, _request_timeout=TIMEOUT),
-            NotFoundException, 404, ErrorCode.ORDER_NOT_FOUND,
+            OrdersApi(self.fans["dan"]).get_order, self.cat_order.id,
+            raises=(NotFoundException, 404, ErrorCode.ORDER_NOT_FOUND),
         )
         return f"CONFIRMED, listed, seats SOLD; someone else's order 404 {p.code.value}"
 
@@ -549,19 +622,15 @@ class Run:
         want = sorted([(LedgerKind.REFUND.value, total), (LedgerKind.FEE.value, -fee)])
         expect(recent == want, f"history {recent}, expected {want}")
         p = expect_problem(
-            lambda: orders.cancel_order(
-                order_id=self.cat_order.id, idempotency_key=str(uuid.uuid4()), _request_timeout=TIMEOUT
-            ),
-            ConflictException, 409, ErrorCode.ORDER_CANCELLED,
+            orders.cancel_order, order_id=self.cat_order.id, idempotency_key=str(uuid.uuid4()),
+            raises=(ConflictException, 409, ErrorCode.ORDER_CANCELLED),
         )
         return f"refund {done.refund} + fee {done.fee} = {total}; replayed; a new key -> 409 {p.code.value}"
 
     def cancel_unpaid(self) -> str:
         p = expect_problem(
-            lambda: OrdersApi(self.fans["dan"]).cancel_order(
-                order_id=self.dan_order.id, idempotency_key=str(uuid.uuid4()), _request_timeout=TIMEOUT
-            ),
-            ConflictException, 409, ErrorCode.ORDER_NOT_PAID,
+            OrdersApi(self.fans["dan"]).cancel_order, order_id=self.dan_order.id, idempotency_key=str(uuid.uuid4()),
+            raises=(ConflictException, 409, ErrorCode.ORDER_NOT_PAID),
         )
         return f"409 {p.code.value}"
 
@@ -597,10 +666,9 @@ class Run:
         eve = OrdersApi(self.fans["eve"]).get_order(self.eve_order.id, _request_timeout=TIMEOUT)
         expect(eve.status == ReservationState.RELEASED, f"eve's held order: {eve.status}")
         p = expect_problem(
-            lambda: OrdersApi(self.fans["eve"]).hold_order(
-                OrderRequest(schedule_id=self.graded_schedule, grade="R", quantity=1), _request_timeout=TIMEOUT
-            ),
-            ConflictException, 409, ErrorCode.SHOW_CANCELLED,
+            OrdersApi(self.fans["eve"]).hold_order,
+            OrderRequest(schedule_id=self.graded_schedule, grade="R", quantity=1),
+            raises=(ConflictException, 409, ErrorCode.SHOW_CANCELLED),
         )
         return f"dan refunded {dan.refund} in full, eve's hold RELEASED, a new order 409 {p.code.value}"
 
@@ -625,6 +693,7 @@ def main() -> int:
     run = Run(args.app, args.admin_key, args.verbose, args.issuer_dir)
     print(f"sdk e2e against {run.app} (run {run.run_id})")
     run.step("health: live and ready parse", run.health, critical=False)
+    run.step("spec: each operation's own answers, as the app's spec lists them", run.operation_maps, critical=False)
     run.step("admin: create concert (X-Api-Key)", run.create_concert)
     run.step("admin: wrong key is 401 INVALID_API_KEY", run.admin_key_required, critical=False)
     run.step("queue: two users join" + (" with signed id tokens" if run.issuer_dir else ""), run.join)
@@ -635,10 +704,10 @@ def main() -> int:
     run.step("queue: poll until ACTIVE", run.wait_active)
     run.step("browse: concerts, schedules, seat map", run.browse)
     run.step("hold: ann holds a seat", run.hold)
-    run.step("hold: bob, same seat -> 409 SEAT_TAKEN", run.seat_taken, critical=False)
+    run.step("hold: bob, same seat -> 409 SEAT_TAKEN, typed by hold_seat's map", run.seat_taken, critical=False)
     run.step("points: charge with Idempotency-Key", run.charge)
     run.step("pay: with Idempotency-Key", run.pay)
-    run.step("pay: new key -> 409 ALREADY_PAID", run.already_paid, critical=False)
+    run.step("pay: new key -> 409 ALREADY_PAID, typed by pay_reservation's map", run.already_paid, critical=False)
     run.step("points: balance down by the price", run.balance_after, critical=False)
     run.step("errors: invalid calls are typed 4xx with a code", run.invalid_calls, critical=False)
     run.step("queue: leave ends the token", run.leave, critical=False)

@@ -1,5 +1,9 @@
 // Type-checks (compile only, never run) a realistic flow against the generated
 // TypeScript client: sdk/check runs `tsc --noEmit --strict` over this file.
+//
+// Errors are read with `problemOf(operationId, e)` (src/operationErrors.ts, written by
+// sdk/generate from the spec): its `code` is the union of the codes that operation's
+// spec lists, so comparing it with a code the operation cannot answer does not compile.
 import {
   AdminApi,
   Configuration,
@@ -8,30 +12,42 @@ import {
   OrdersApi,
   PaymentsApi,
   PointsApi,
-  ProblemFromJSON,
   QueueApi,
   QueueState,
   ReservationsApi,
   ReservationState,
-  ResponseError,
+  problemOf,
   type Cancellation,
   type Order,
   type OrderPayment,
+  type OperationId,
+  type OperationProblem,
   type Payment,
-  type Problem,
   type QueueTicket,
   type ShowCancellation,
 } from "./out/typescript/src";
 
 const basePath = "http://localhost:8080";
 
-/** The problem body of a failed call, or undefined if it was not an HTTP error. */
-async function problemOf(e: unknown): Promise<Problem | undefined> {
-  if (e instanceof ResponseError) {
-    return ProblemFromJSON(await e.response.json());
-  }
-  return undefined;
-}
+/** The codes operation `Op` lists for HTTP `status` (`never` when it lists no such problem). */
+type CodeOf<Op extends OperationId, S extends number> = Extract<OperationProblem<Op>, { status: S }>["code"];
+type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
+
+// Facts of the spec, checked by tsc: each line stops compiling when its fact stops being true.
+export const specFacts = {
+  // Holding a seat answers a typed 409 SEAT_TAKEN, paying one a typed 409 ALREADY_PAID.
+  holdSeatConflict: ErrorCode.SeatTaken satisfies CodeOf<"holdSeat", 409>,
+  holdOrderConflict: ErrorCode.SeatTaken satisfies CodeOf<"holdOrder", 409>,
+  payConflict: ErrorCode.AlreadyPaid satisfies CodeOf<"payReservation", 409>,
+  payOrderConflict: ErrorCode.AlreadyPaid satisfies CodeOf<"payOrder", 409>,
+  // Listing concerts answers no problem but 500 INTERNAL and 503 SERVICE_UNAVAILABLE.
+  listConcertsStatuses: true satisfies Equal<OperationProblem<"listConcerts">["status"], 500 | 503>,
+  listConcertsCodes: true satisfies Equal<OperationProblem<"listConcerts">["code"], "INTERNAL" | "SERVICE_UNAVAILABLE">,
+  // @ts-expect-error: listing concerts answers no 409
+  listConcertsConflict: ErrorCode.SeatTaken satisfies CodeOf<"listConcerts", 409>,
+  // @ts-expect-error: holding a seat never answers ALREADY_PAID (that is paying's)
+  holdSeatAlreadyPaid: ErrorCode.AlreadyPaid satisfies CodeOf<"holdSeat", 409>,
+};
 
 /**
  * `idToken` is the fan's id token from the operator's login service (a JWT): the
@@ -43,8 +59,10 @@ export async function book(idToken: string, concertId: number): Promise<Payment 
   try {
     ticket = await new QueueApi(new Configuration({ basePath })).joinQueue({ joinRequest: { concertId, idToken } });
   } catch (e) {
-    const problem = await problemOf(e);
+    const problem = await problemOf("joinQueue", e);
     if (problem?.code === ErrorCode.IdentityExpired) throw new Error("sign in again: the id token expired");
+    // Checking the status narrows the code: a 409 here is SALE_CLOSED or SOLD_OUT.
+    if (problem?.status === 409) throw new Error(problem.code === ErrorCode.SoldOut ? "sold out" : "the sale is closed");
     throw e;
   }
 
@@ -73,7 +91,8 @@ export async function book(idToken: string, concertId: number): Promise<Payment 
     const heldUntil: Date = hold.heldUntil;
     void heldUntil;
   } catch (e) {
-    const problem = await problemOf(e);
+    // SEAT_TAKEN is one of holdSeat's listed codes; a code it does not list would not compile here.
+    const problem = await problemOf("holdSeat", e);
     if (problem?.code === ErrorCode.SeatTaken) return "SEAT_TAKEN";
     throw e;
   }
@@ -89,10 +108,17 @@ export async function book(idToken: string, concertId: number): Promise<Payment 
 
   // The same key on a retry never pays twice; a new key on a paid hold is 409 ALREADY_PAID.
   const idempotencyKey = crypto.randomUUID();
-  const paid = await new PaymentsApi(config).payReservationRaw({ idempotencyKey, payRequest: { reservationId } });
-  const replayed: boolean = paid.raw.headers.get("Idempotent-Replayed") === "true";
-  void replayed;
-  return await paid.value();
+  try {
+    const paid = await new PaymentsApi(config).payReservationRaw({ idempotencyKey, payRequest: { reservationId } });
+    const replayed: boolean = paid.raw.headers.get("Idempotent-Replayed") === "true";
+    void replayed;
+    return await paid.value();
+  } catch (e) {
+    const problem = await problemOf("payReservation", e);
+    if (problem?.code === ErrorCode.AlreadyPaid) throw new Error(`reservation ${reservationId} was paid already`);
+    if (problem?.code === ErrorCode.InsufficientPoints) throw new Error("top up first");
+    throw e;
+  }
 }
 
 /** An operator creates a concert whose seats come in grades, with a cancellation policy. */
@@ -131,9 +157,9 @@ export async function orderPayCancel(
   const orders = new OrdersApi(config);
   let order: Order;
   try {
-    order = await orders.holdOrder({ orderRequest: { scheduleId, seats: [7, 8] } });
+    order = await orders.holdOrder({ orderRequest: { scheduleId, seats: new Set([7, 8]) } });
   } catch (e) {
-    const problem = await problemOf(e);
+    const problem = await problemOf("holdOrder", e);
     if (problem?.code !== ErrorCode.SeatTaken) throw e;
     // The detail names the taken seats; nothing was held. Take any two of a grade.
     order = await orders.holdOrder({ orderRequest: { scheduleId, grade: "R", quantity: 2 } });
@@ -161,7 +187,7 @@ export async function orderPayCancel(
   try {
     cancellation = await orders.cancelOrder({ orderId: order.id, idempotencyKey: crypto.randomUUID() });
   } catch (e) {
-    const problem = await problemOf(e);
+    const problem = await problemOf("cancelOrder", e);
     if (problem?.code === ErrorCode.CancellationClosed) throw new Error("too late to cancel: the show is soon");
     throw e;
   }

@@ -1,9 +1,13 @@
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use domain::{IdempotencyKey, Order, OrderId, ScheduleId, SeatChoice};
 use infra::Services;
 use infra::service::orders::{self, CancelReceipt, OrderReceipt};
 use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::Json;
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef, Registry};
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::Tag;
@@ -17,11 +21,17 @@ pub struct OrdersApi {
     pub svc: Services,
 }
 
+// The spec shows these fields as `OrderRequest`, which states the either-or.
 /// Seats to hold together: either `seats` by number, or `quantity` seats of `grade`
-/// (the lowest-numbered free ones).
+/// (the lowest-numbered free ones), and no other field.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase", example, skip_serializing_if_is_none)]
-pub struct OrderRequest {
+#[oai(
+    rename_all = "camelCase",
+    example,
+    deny_unknown_fields,
+    skip_serializing_if_is_none
+)]
+pub struct OrderFields {
     #[oai(validator(minimum(value = "1"), maximum(value = "9007199254740991")))]
     pub schedule_id: u64,
     /// 1 to the sale's `maxSeatsPerFan` seat numbers, each once.
@@ -32,7 +42,7 @@ pub struct OrderRequest {
     pub quantity: Option<Quantity>,
 }
 
-impl poem_openapi::types::Example for OrderRequest {
+impl poem_openapi::types::Example for OrderFields {
     fn example() -> Self {
         Self {
             schedule_id: 1,
@@ -40,6 +50,76 @@ impl poem_openapi::types::Example for OrderRequest {
             grade: None,
             quantity: None,
         }
+    }
+}
+
+/// An order request as the spec shows it: [`OrderFields`]' schema, with the rule
+/// that it gives `seats`, or `grade` and `quantity`, and nothing else, stated as
+/// `oneOf` two lists of required fields (each with at most the fields of its form).
+/// Generated clients keep one plain `OrderRequest` model: the `oneOf` names no
+/// schema of its own, so OpenAPI Generator reads it as a constraint, not a union.
+#[derive(Debug)]
+pub struct OrderRequest(pub OrderFields);
+
+impl Type for OrderRequest {
+    const IS_REQUIRED: bool = true;
+
+    type RawValueType = Self;
+
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "OrderRequest".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Reference(Self::name().into_owned())
+    }
+
+    fn register(registry: &mut Registry) {
+        registry.create_schema::<Self, _>(Self::name().into_owned(), |registry| {
+            OrderFields::register(registry);
+            let mut schema = match OrderFields::schema_ref() {
+                MetaSchemaRef::Reference(name) => registry.schemas.remove(&name),
+                MetaSchemaRef::Inline(schema) => Some(*schema),
+            }
+            .unwrap_or_else(|| MetaSchema::new("object"));
+            let form = |required: Vec<&'static str>| {
+                MetaSchemaRef::Inline(Box::new(MetaSchema {
+                    // scheduleId and the form's own fields, nothing else.
+                    max_properties: Some(required.len() + 1),
+                    required,
+                    ..MetaSchema::ANY
+                }))
+            };
+            schema.title = Some(Self::name().into_owned());
+            schema.one_of = vec![form(vec!["seats"]), form(vec!["grade", "quantity"])];
+            schema
+        });
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ParseFromJSON for OrderRequest {
+    fn parse_from_json(value: Option<serde_json::Value>) -> ParseResult<Self> {
+        OrderFields::parse_from_json(value)
+            .map(Self)
+            .map_err(ParseError::propagate)
+    }
+}
+
+impl ToJSON for OrderRequest {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        self.0.to_json()
     }
 }
 
@@ -251,12 +331,13 @@ impl OrdersApi {
         auth: QueueAuth,
         body: Json<OrderRequest>,
     ) -> Answer<HoldOrderResponse, HoldOrderFailures> {
+        let order = &body.0.0;
         let choice = SeatChoice::new(
-            body.seats.as_ref().map(|s| s.0.as_slice()),
-            body.grade.as_ref().map(|g| g.0.as_str()),
-            body.quantity.map(|q| q.0),
+            order.seats.as_ref().map(|s| s.0.as_slice()),
+            order.grade.as_ref().map(|g| g.0.as_str()),
+            order.quantity.map(|q| q.0),
         )?;
-        let schedule = ScheduleId(body.schedule_id);
+        let schedule = ScheduleId(order.schedule_id);
         let order = orders::hold(&self.svc, &auth.0.grant, schedule, &choice, infra::now()).await?;
         Ok(HoldOrderResponse::Created(Json(order.into())))
     }

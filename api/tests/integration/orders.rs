@@ -436,6 +436,13 @@ async fn bad_orders_get_clear_errors_and_change_nothing() {
             StatusCode::NOT_FOUND,
             "SCHEDULE_NOT_FOUND",
         ),
+        // A field the schema does not name: the spec allows none (its `oneOf` caps
+        // each form's fields), so the server refuses rather than ignores it.
+        (
+            json!({"scheduleId": schedule, "seats": [1], "seat": 2}),
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_REQUEST",
+        ),
     ] {
         let res = order(&app, &token, &body).await;
         assert_problem(res, status, code).await;

@@ -99,8 +99,11 @@ pub enum ServerMessage {
 #[derive(Debug, Clone)]
 enum Push {
     Send(ServerMessage),
-    /// Admitted: ACTIVE until then.
-    Admitted(Option<DateTime<Utc>>),
+    /// Admitted: ACTIVE until then, that is for `left` more (by Redis's clock).
+    Admitted {
+        until: Option<DateTime<Utc>>,
+        left: Option<Duration>,
+    },
     /// The token ended (left, paid, turn over, dropped for absence).
     Ended,
     /// Redis no longer knows the token (it lost its data): `expired`, then 4401 so
@@ -207,7 +210,8 @@ impl Hub {
         if event.line_ended == Some(LineEnd::SoldOut) {
             infra::service::sale::sold_out_heard(&self.svc, event.concert);
         }
-        let active_until = event.active_until.and_then(DateTime::from_timestamp_millis);
+        let until = event.active_until.and_then(DateTime::from_timestamp_millis);
+        let left = event.active_for_ms.map(Duration::from_millis);
         if let Ok(mut rooms) = self.rooms.lock()
             && let Some(room) = rooms.get_mut(&event.concert)
         {
@@ -226,7 +230,7 @@ impl Hub {
                 }
                 if !w.admitted && event.admitted.contains(&w.secret) {
                     w.admitted = true;
-                    deliver(&w.tx, Push::Admitted(active_until));
+                    deliver(&w.tx, Push::Admitted { until, left });
                 }
                 true
             });
@@ -367,10 +371,11 @@ impl Hub {
                     continue;
                 }
                 Standing::PreQueued => continue,
-                Standing::Active { until } => {
+                Standing::Active { until, left } => {
                     if !waiter.admitted {
                         waiter.admitted = true;
-                        deliver(&waiter.tx, Push::Admitted(until));
+                        let left = Some(left);
+                        deliver(&waiter.tx, Push::Admitted { until, left });
                     }
                     continue;
                 }
@@ -604,8 +609,8 @@ async fn follow(hub: Arc<Hub>, raw_token: String, socket: WebSocketStream) {
     // Registered before the first word, so nothing announced in between is missed.
     let admitted = grant.state != TokenState::Waiting;
     let (id, mut pushes) = hub.join(concert, token.secret(), grant.position, admitted);
-    let mut active_until = None;
-    if !tell(&mut sink, &grant, sale.as_ref(), &mut active_until).await {
+    let mut turn_ends = None;
+    if !tell(&mut sink, &grant, sale.as_ref(), &mut turn_ends).await {
         hub.leave(concert, id);
         return;
     }
@@ -613,10 +618,9 @@ async fn follow(hub: Arc<Hub>, raw_token: String, socket: WebSocketStream) {
     ping.reset();
     let mut flood = (tokio::time::Instant::now(), 0u32);
     loop {
-        let turn_ends = async {
-            match active_until.and_then(|t: DateTime<Utc>| (t - Utc::now()).to_std().ok()) {
-                Some(left) => tokio::time::sleep(left).await,
-                None if active_until.is_some() => {}
+        let turn_over = async {
+            match turn_ends {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
                 None => std::future::pending().await,
             }
         };
@@ -625,8 +629,8 @@ async fn follow(hub: Arc<Hub>, raw_token: String, socket: WebSocketStream) {
                 Some(Push::Send(message)) => {
                     if !send(&mut sink, &message).await { break }
                 }
-                Some(Push::Admitted(until)) => {
-                    active_until = until.or_else(|| Some(Utc::now()));
+                Some(Push::Admitted { until, left }) => {
+                    turn_ends = Some(deadline(until, left));
                     if !send(&mut sink, &ServerMessage::Admitted { active_until: until }).await { break }
                 }
                 Some(Push::Ended) | None => {
@@ -653,7 +657,7 @@ async fn follow(hub: Arc<Hub>, raw_token: String, socket: WebSocketStream) {
                 close(&mut sink, 1012, RESTARTING).await;
                 break;
             }
-            () = turn_ends => {
+            () = turn_over => {
                 send(&mut sink, &ServerMessage::Expired).await;
                 close(&mut sink, 4410, "token expired").await;
                 break;
@@ -725,12 +729,22 @@ fn line_ended(end: LineEnd) -> ServerMessage {
     }
 }
 
+/// When a turn ends on this instance's monotonic clock: after what Redis said is
+/// `left` of it. Only an announcement from an instance of an older version lacks
+/// `left`; then this clock measures the time `until`.
+fn deadline(until: Option<DateTime<Utc>>, left: Option<Duration>) -> tokio::time::Instant {
+    let left = left
+        .or_else(|| until.and_then(|t| (t - infra::now()).to_std().ok()))
+        .unwrap_or_default();
+    tokio::time::Instant::now() + left
+}
+
 /// Tells the socket where `grant` stands; `false` when that ends the conversation.
 async fn tell(
     sink: &mut Sink,
     grant: &Grant,
     sale: Option<&Sale>,
-    active_until: &mut Option<DateTime<Utc>>,
+    turn_ends: &mut Option<tokio::time::Instant>,
 ) -> bool {
     let ended = sale.and_then(|sale| match sale.fan_view(infra::now()) {
         FanView::SoldOut => Some(LineEnd::SoldOut),
@@ -747,7 +761,7 @@ async fn tell(
             send(sink, &message).await
         }
         TokenState::Active => {
-            *active_until = grant.active_until.or_else(|| Some(Utc::now()));
+            *turn_ends = Some(deadline(grant.active_until, grant.active_for));
             send(
                 sink,
                 &ServerMessage::Admitted {

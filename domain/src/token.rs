@@ -104,6 +104,10 @@ pub struct Grant {
     /// Estimated seconds until admission while waiting.
     pub eta_seconds: Option<u64>,
     pub active_until: Option<DateTime<Utc>>,
+    /// What is left of the turn when it was read, by Redis's clock: what a timer of
+    /// the turn counts down (never `active_until` minus a local clock, which may be
+    /// off Redis's).
+    pub active_for: Option<std::time::Duration>,
     /// Waiting in the pre-queue of a sale not yet open: no position until it opens.
     pub prequeued: bool,
 }
@@ -180,6 +184,7 @@ mod tests {
             position: (state == TokenState::Waiting).then_some(12),
             eta_seconds: None,
             active_until: None,
+            active_for: None,
             prequeued: false,
         }
     }

@@ -11,7 +11,7 @@ use infra::service::waiting_room::{self, Standing};
 use infra::testing::redis;
 
 use crate::helpers::TestApp;
-use crate::waiting_room::{connect, next_message};
+use crate::waiting_room::{Socket, connect, next_message};
 
 /// Far beyond the grace period: a waiter marked seen on this instance's clock would be
 /// dropped at once (behind), or kept for a minute after leaving (ahead).
@@ -150,4 +150,55 @@ async fn a_waiter_who_leaves_loses_the_place_on_an_instance_whose_clock_runs_ahe
         tokio::time::sleep(SWEEP_GAP).await;
     }
     assert_eq!(app.standing(&token).await["state"], "EXPIRED");
+}
+
+/// The close frame's code and reason, skipping anything before it.
+async fn close_frame(socket: &mut Socket) -> (u16, String) {
+    use futures::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("closed in time");
+        match frame {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (frame.code.into(), frame.reason.to_string());
+            }
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+/// A fan admitted on an instance whose clock runs ahead keeps the whole turn: the
+/// socket times the turn by what Redis says is left of it, not by this clock (which
+/// would say it ran out a minute before it began).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admitted_fan_keeps_the_turn_on_an_instance_whose_clock_runs_ahead() {
+    infra::skew_clock(skew());
+    let app = TestApp::spawn_with(|s| {
+        s.queue_admission = false;
+        s.token_active_seconds = 30;
+    })
+    .await;
+    let (concert, _) = app.create_concert(&[1], 100).await;
+    let token = app.waiting_token(concert, "admitted-fan").await;
+    infra::service::queue::tick_all(&app.svc).await.unwrap();
+    app.until_state(&token, "ACTIVE").await;
+    let mut socket = connect(&app, &token).await;
+    assert_eq!(next_message(&mut socket).await.unwrap()["type"], "admitted");
+    // 30 s are left by Redis's clock. Leaving ends the turn now: the socket must say
+    // it ended, not that it had already run out.
+    let left = app
+        .http
+        .delete(app.url("/v1/queue/tokens/current"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(left.status(), reqwest::StatusCode::NO_CONTENT);
+    assert_eq!(
+        close_frame(&mut socket).await,
+        (4410, "token ended".to_owned())
+    );
 }

@@ -288,6 +288,7 @@ async fn a_queue_token_pays_once_even_when_ten_payments_race() {
         position: None,
         eta_seconds: None,
         active_until: None,
+        active_for: None,
         prequeued: false,
     };
     let loser = held.iter().position(|id| *id != held[*winner]).unwrap();

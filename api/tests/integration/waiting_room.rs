@@ -232,6 +232,7 @@ async fn a_socket_on_one_instance_hears_of_an_admission_made_on_another() {
             concert: domain::ConcertId(concert),
             admitted: tick.admitted,
             active_until: None,
+            active_for_ms: None,
             ended: vec![],
             moved: true,
             line_ended: None,

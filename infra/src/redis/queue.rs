@@ -58,12 +58,12 @@ static JOIN: LazyLock<Script> = LazyLock::new(|| {
         if current then
           local active_until = redis.call('ZSCORE', KEYS[5], current)
           if active_until and tonumber(active_until) > now then
-            return {{current, 0, 'ACTIVE', tonumber(active_until), recent}}
+            return {{current, 0, 'ACTIVE', tonumber(active_until), recent, now}}
           end
           local rank = redis.call('ZRANK', KEYS[3], current)
           if rank then
             redis.call('ZADD', KEYS[4], now, current)
-            return {{current, 0, waiting, rank, recent}}
+            return {{current, 0, waiting, rank, recent, now}}
           end
         end
         local score = ARGV[6]
@@ -72,7 +72,7 @@ static JOIN: LazyLock<Script> = LazyLock::new(|| {
         redis.call('ZADD', KEYS[3], score, ARGV[1])
         redis.call('ZADD', KEYS[4], now, ARGV[1])
         redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-        return {{ARGV[1], 1, waiting, redis.call('ZRANK', KEYS[3], ARGV[1]), recent}}"
+        return {{ARGV[1], 1, waiting, redis.call('ZRANK', KEYS[3], ARGV[1]), recent, now}}"
     ))
 });
 
@@ -86,15 +86,15 @@ static RESOLVE: LazyLock<Script> = LazyLock::new(|| {
         local user = string.match(record, ':(.*)$')
         local active_until = redis.call('ZSCORE', KEYS[4], ARGV[1])
         if active_until and tonumber(active_until) > now then
-          return {{user, 'ACTIVE', tonumber(active_until), 0}}
+          return {{user, 'ACTIVE', tonumber(active_until), 0, now}}
         end
         local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
         if rank then
           redis.call('ZADD', KEYS[3], 'XX', now, ARGV[1])
-          if redis.call('EXISTS', KEYS[6]) == 0 then return {{user, 'PREQUEUE', 0, 0}} end
-          return {{user, 'WAITING', rank, redis.call('ZCOUNT', KEYS[5], now - tonumber(ARGV[2]), '+inf')}}
+          if redis.call('EXISTS', KEYS[6]) == 0 then return {{user, 'PREQUEUE', 0, 0, now}} end
+          return {{user, 'WAITING', rank, redis.call('ZCOUNT', KEYS[5], now - tonumber(ARGV[2]), '+inf'), now}}
         end
-        return {{user, 'EXPIRED', 0, 0}}"
+        return {{user, 'EXPIRED', 0, 0, now}}"
     ))
 });
 
@@ -145,14 +145,14 @@ static POSITIONS: LazyLock<Script> = LazyLock::new(|| {
 // seen. Every time compared is Redis's.
 // KEYS: waiting, active, admits, opened, then each secret's record (in ARGV's order).
 // ARGV: window ms, then the secrets.
-// Returns: opened (0/1), admissions in the window, then per secret: whether its
+// Returns: opened (0/1), admissions in the window, Redis's now (ms), then per secret: whether its
 // record exists (0/1), when its turn ends if it is ACTIVE now (else false), its rank
 // in line (false: not waiting).
 static STANDINGS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{NOW}
         local found = {{redis.call('EXISTS', KEYS[4]),
-                       redis.call('ZCOUNT', KEYS[3], now - tonumber(ARGV[1]), '+inf')}}
+                       redis.call('ZCOUNT', KEYS[3], now - tonumber(ARGV[1]), '+inf'), now}}
         for i = 2, #ARGV do
           local active_until = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[i]))
           if active_until and active_until <= now then active_until = nil end
@@ -264,11 +264,18 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// What Redis is left of a turn that ends at `until` (ms) when its clock reads `now`.
+fn millis_left(until: i64, now: i64) -> Duration {
+    Duration::from_millis(u64::try_from(until - now).unwrap_or(0))
+}
+
+/// A token's grant from a script's answer: its state, and `value` (its turn's end,
+/// or its rank) with Redis's clock when it answered.
 fn standing(
     user_id: UserId,
     concert: ConcertId,
     state: &str,
-    value: i64,
+    (value, now): (i64, i64),
     recent: u64,
     policy: &AdmissionPolicy,
 ) -> Grant {
@@ -289,6 +296,7 @@ fn standing(
         position,
         eta_seconds: position.and_then(|p| eta_seconds(p, recent, policy.rate_per_second)),
         active_until,
+        active_for: (state == TokenState::Active).then(|| millis_left(value, now)),
         prequeued: state == TokenState::Waiting && position.is_none(),
     }
 }
@@ -312,7 +320,7 @@ pub async fn join(
     )]
     let prequeue_score = (rand::rng().random::<u64>() >> 11) as f64 / (1u64 << 53) as f64;
     let mut conn = super::conn(pool).await?;
-    let (secret, created, state, value, recent): (String, i64, String, i64, u64) = JOIN
+    let (secret, created, state, value, recent, now): (String, i64, String, i64, u64, i64) = JOIN
         .key(q.user(user))
         .key(q.part("seq"))
         .key(q.part("waiting"))
@@ -332,7 +340,7 @@ pub async fn join(
     let token = QueueToken::from_parts(concert, &secret).ok_or_else(|| {
         redis::RedisError::from((redis::ErrorKind::Parse, "malformed stored token"))
     })?;
-    let grant = standing(user.clone(), concert, &state, value, recent, policy);
+    let grant = standing(user.clone(), concert, &state, (value, now), recent, policy);
     Ok(Joined {
         token,
         grant,
@@ -350,7 +358,7 @@ pub async fn resolve(
 ) -> RedisResult<Option<Grant>> {
     let q = QueueKeys::new(keys, token.concert());
     let mut conn = super::conn(pool).await?;
-    let found: Option<(String, String, i64, u64)> = RESOLVE
+    let found: Option<(String, String, i64, u64, i64)> = RESOLVE
         .key(q.record(token.secret()))
         .key(q.part("waiting"))
         .key(q.part("seen"))
@@ -361,13 +369,13 @@ pub async fn resolve(
         .arg(window_ms())
         .invoke_async(&mut conn)
         .await?;
-    Ok(found.and_then(|(user, state, value, recent)| {
+    Ok(found.and_then(|(user, state, value, recent, now)| {
         let user = UserId::parse(&user).ok()?;
         Some(standing(
             user,
             token.concert(),
             &state,
-            value,
+            (value, now),
             recent,
             policy,
         ))
@@ -572,6 +580,8 @@ pub enum Standing {
     },
     Active {
         until: Option<DateTime<Utc>>,
+        /// What is left of the turn, by Redis's clock.
+        left: Duration,
     },
     /// Issued, but over: its turn ran out, it left, paid or was dropped for absence.
     Expired,
@@ -653,6 +663,7 @@ pub async fn standings(
         let mut answers = answers.into_iter();
         let opened: bool = next_answer(&mut answers)?;
         let recent: u64 = next_answer(&mut answers)?;
+        let now: i64 = next_answer(&mut answers)?;
         for _ in batch {
             let exists: bool = next_answer(&mut answers)?;
             let active_until: Option<i64> = next_answer(&mut answers)?;
@@ -661,6 +672,7 @@ pub async fn standings(
                 (false, ..) => Standing::Unknown,
                 (true, Some(ms), _) => Standing::Active {
                     until: DateTime::from_timestamp_millis(ms),
+                    left: millis_left(ms, now),
                 },
                 (true, None, Some(_)) if !opened => Standing::PreQueued,
                 (true, None, Some(rank)) => Standing::Waiting {
@@ -756,11 +768,15 @@ pub async fn registered(pool: &RedisPool, keys: &Keys) -> RedisResult<Vec<Concer
 #[serde(rename_all = "camelCase")]
 pub struct QueueEvent {
     pub concert: ConcertId,
-    /// Secrets admitted just now, ACTIVE until `active_until` (ms).
+    /// Secrets admitted just now, ACTIVE until `active_until` (ms)...
     #[serde(default)]
     pub admitted: Vec<String>,
     #[serde(default)]
     pub active_until: Option<i64>,
+    /// ...that is, for this long from the tick, by Redis's clock (absent from an
+    /// instance of an older version: then the hearer's clock measures it).
+    #[serde(default)]
+    pub active_for_ms: Option<u64>,
     /// Secrets whose tokens ended (left, paid).
     #[serde(default)]
     pub ended: Vec<String>,

@@ -101,6 +101,7 @@ pub async fn end(svc: &Services, token: &QueueToken, grant: &Grant) -> Result<()
         concert: token.concert(),
         admitted: Vec::new(),
         active_until: None,
+        active_for_ms: None,
         ended: vec![token.secret().to_owned()],
         moved: grant.state == domain::TokenState::Waiting,
         line_ended: None,
@@ -158,6 +159,9 @@ async fn tick_one(svc: &Services, concert: ConcertId, sale: &Sale) -> anyhow::Re
         let event = QueueEvent {
             concert,
             active_until: tick.active_until.map(|t| t.timestamp_millis()),
+            active_for_ms: tick
+                .active_until
+                .map(|_| u64::try_from(policy.active_for.as_millis()).unwrap_or(u64::MAX)),
             admitted: tick.admitted,
             ended: Vec::new(),
             moved: true,

@@ -31,9 +31,10 @@ pub fn now() -> chrono::DateTime<chrono::Utc> {
     (chrono::Utc::now() + skew).trunc_subsecs(6)
 }
 
-/// Test seam: sets [`now`] `skew` off the system clock (negative: behind), as on an
-/// instance whose clock has drifted. Redis's and MySQL's clocks stay where they are.
-#[doc(hidden)]
+/// Test seam (feature `test-support`): sets [`now`] `skew` off the system clock
+/// (negative: behind), as on an instance whose clock has drifted. Redis's and
+/// MySQL's clocks stay where they are.
+#[cfg(feature = "test-support")]
 pub fn skew_clock(skew: chrono::TimeDelta) {
     CLOCK_SKEW_MS.store(skew.num_milliseconds(), Ordering::Relaxed);
 }

@@ -336,10 +336,10 @@ impl<F> std::fmt::Debug for Failure<F> {
 }
 
 impl<F: Failures> Failure<F> {
-    /// Every code `F` can answer with, the server's included, each once.
-    pub fn codes() -> Vec<ErrorCode> {
+    /// Every code `F` can answer with, the server's included, each once (for the spec).
+    fn codes() -> Vec<ErrorCode> {
         let mut codes: Vec<ErrorCode> = Vec::new();
-        for &code in F::CODES.iter().chain(&[SERVER]).copied().flatten() {
+        for &code in Self::groups().flatten() {
             if !codes.contains(&code) {
                 codes.push(code);
             }
@@ -347,15 +347,20 @@ impl<F: Failures> Failure<F> {
         codes
     }
 
-    pub fn into_problem(self) -> Problem {
-        self.0.into_problem()
+    /// Whether `F` can answer with `code`: looked up in place, on every failure.
+    fn declares(code: ErrorCode) -> bool {
+        Self::groups().any(|group| group.contains(&code))
+    }
+
+    fn groups() -> impl Iterator<Item = &'static [ErrorCode]> {
+        F::CODES.iter().copied().chain([SERVER])
     }
 }
 
 impl<F: Failures> From<ApiError> for Failure<F> {
     fn from(error: ApiError) -> Self {
         let code = error.code();
-        if Self::codes().contains(&code) {
+        if Self::declares(code) {
             return Self(error, PhantomData);
         }
         tracing::error!(

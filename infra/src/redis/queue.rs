@@ -264,7 +264,7 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// What Redis is left of a turn that ends at `until` (ms) when its clock reads `now`.
+/// What is left of a turn that ends at `until` (ms) when Redis's clock reads `now`.
 fn millis_left(until: i64, now: i64) -> Duration {
     Duration::from_millis(u64::try_from(until - now).unwrap_or(0))
 }
